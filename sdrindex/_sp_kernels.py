@@ -1,0 +1,566 @@
+"""The Spatial Pooler's hot loops as numba kernels (no Python objects).
+
+Every kernel reproduces one step of NuPIC's Python ``SpatialPooler`` (algorithm version 3)
+with its float32 arithmetic: constants are rounded to float32 before they meet float32
+state, exactly as numpy does when a Python float meets a float32 array. The names of the
+NuPIC methods each kernel mirrors are given in its docstring.
+
+State layout shared by the kernels (C columns, I inputs, D dimensions):
+
+- ``perm`` (C, I) float32: permanences; zero outside the potential pool.
+- ``pot_ptr`` (C + 1,) int64 and ``pot_idx`` (nnz,) int32: the potential pool of column
+  ``c`` is ``pot_idx[pot_ptr[c]:pot_ptr[c + 1]]`` (CSR, ascending).
+- ``conn_t`` (I, C) uint8: the connected synapses, transposed (input-major), so that the
+  overlap of a binary input is a sum of rows.
+- ``boost, adc, odc, min_odc`` (C,) float32: boost factors, active / overlap duty cycles,
+  minimum overlap duty cycles.
+- ``istate`` int64: [iteration_num, iteration_learn_num, inhibition_radius].
+- ``fpar`` float32: [syn_perm_active_inc, syn_perm_inactive_dec, connected threshold
+  (syn_perm_connected - 1e-6), trim threshold (syn_perm_active_inc / 2),
+  below-stimulus increment (syn_perm_connected / 10), boost_strength].
+- ``dpar`` float64: [local_area_density, stimulus_threshold, min_pct_overlap_duty_cycle].
+- ``ipar`` int64: [global_inhibition, wrap_around, num_active_columns_per_inh_area,
+  duty_cycle_period, update_period].
+- ``col_dims`` / ``in_dims`` int64 (D,); ``in_coords`` (I, D) int64.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_NJIT = {"cache": True, "nogil": True}
+
+
+@nb.njit(**_NJIT)
+def box_neighbors(center, radius, dims, wrap, out):
+    """Fill ``out`` with the flat indices within ``radius`` of ``center``; return the count.
+
+    Row-major order over the (clipped or wrapped) hyper-cube, as NuPIC's topology module.
+    """
+    nd = dims.shape[0]
+    lo = np.empty(nd, np.int64)
+    length = np.empty(nd, np.int64)
+    rem = center
+    for d in range(nd - 1, -1, -1):
+        p = rem % dims[d]
+        rem //= dims[d]
+        if wrap:
+            left = p - radius
+            right = min(p + radius, left + dims[d] - 1)
+        else:
+            left = max(0, p - radius)
+            right = min(dims[d] - 1, p + radius)
+        lo[d] = left
+        length[d] = right - left + 1
+    total = 1
+    for d in range(nd):
+        total *= length[d]
+    off = np.zeros(nd, np.int64)
+    for n in range(total):
+        flat = 0
+        for d in range(nd):
+            v = lo[d] + off[d]
+            if wrap:
+                v = v % dims[d]
+            flat = flat * dims[d] + v
+        out[n] = flat
+        d = nd - 1
+        while d >= 0:
+            off[d] += 1
+            if off[d] < length[d]:
+                break
+            off[d] = 0
+            d -= 1
+    return total
+
+
+@nb.njit(**_NJIT)
+def pairwise_sum_f32(a, n):
+    """numpy's float32 pairwise summation of ``a[:n]`` (same grouping, same rounding)."""
+    if n < 8:
+        s = np.float32(-0.0)
+        for i in range(n):
+            s = s + a[i]
+        return s
+    if n <= 128:
+        r0 = a[0]
+        r1 = a[1]
+        r2 = a[2]
+        r3 = a[3]
+        r4 = a[4]
+        r5 = a[5]
+        r6 = a[6]
+        r7 = a[7]
+        i = 8
+        while i < n - (n % 8):
+            r0 = r0 + a[i + 0]
+            r1 = r1 + a[i + 1]
+            r2 = r2 + a[i + 2]
+            r3 = r3 + a[i + 3]
+            r4 = r4 + a[i + 4]
+            r5 = r5 + a[i + 5]
+            r6 = r6 + a[i + 6]
+            r7 = r7 + a[i + 7]
+            i += 8
+        s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            s = s + a[i]
+            i += 1
+        return s
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum_f32(a, n2) + pairwise_sum_f32(a[n2:], n - n2)
+
+
+@nb.njit(**_NJIT)
+def inhibition_density(local_area_density, num_active_per_area, radius, ndim, n_columns):
+    """density = localAreaDensity if > 0 else min(nActive / min(C, (2r+1)^D), 0.5)."""
+    if local_area_density > 0:
+        return local_area_density
+    area = 1
+    for _ in range(ndim):
+        area *= 2 * radius + 1
+    area = min(n_columns, area)
+    density = float(num_active_per_area) / area
+    return min(density, 0.5)
+
+
+@nb.njit(**_NJIT)
+def inhibit_global(vals, num_active, stim, out):
+    """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
+
+    Writes the winners ascending into ``out``; returns their count (NuPIC's
+    ``_inhibitColumnsGlobal``, whose stable argsort puts tied higher indices on top).
+    """
+    n = vals.shape[0]
+    k = min(num_active, n)
+    if k <= 0:
+        return 0
+    t = np.partition(vals, n - k)[n - k]
+    greater = 0
+    for c in range(n):
+        if vals[c] > t:
+            greater += 1
+    ties = k - greater
+    m = 0
+    for c in range(n - 1, -1, -1):
+        v = vals[c]
+        take = False
+        if v > t:
+            take = True
+        elif v == t and ties > 0:
+            ties -= 1
+            take = True
+        if take and v >= stim:
+            out[m] = c
+            m += 1
+    out[:m] = out[:m][::-1].copy()
+    return m
+
+
+@nb.njit(**_NJIT)
+def inhibit_global_counts(counts, num_active, stim, hist, out):
+    """``inhibit_global`` for integer overlaps by counting: O(C + max overlap)."""
+    n = counts.shape[0]
+    k = min(num_active, n)
+    if k <= 0:
+        return 0
+    top = 0
+    for c in range(n):
+        if counts[c] > top:
+            top = counts[c]
+    hist[: top + 1] = 0
+    for c in range(n):
+        hist[counts[c]] += 1
+    above = 0
+    t = top
+    while t > 0 and above + hist[t] < k:
+        above += hist[t]
+        t -= 1
+    ties = k - above
+    m = 0
+    for c in range(n - 1, -1, -1):
+        v = counts[c]
+        take = False
+        if v > t:
+            take = True
+        elif v == t and ties > 0:
+            ties -= 1
+            take = True
+        if take and v >= stim:
+            out[m] = c
+            m += 1
+    out[:m] = out[:m][::-1].copy()
+    return m
+
+
+@nb.njit(**_NJIT)
+def inhibit_local(vals, density, stim, radius, col_dims, wrap, out, nbuf, flag):
+    """NuPIC's ``_inhibitColumnsLocal``: scan columns in index order; column c wins when
+    #(neighbours with a larger value) + #(tied neighbours already chosen)
+    < int(0.5 + density * neighbourhood size). Returns the count written to ``out``."""
+    n = vals.shape[0]
+    flag[:n] = False
+    m = 0
+    for c in range(n):
+        v = vals[c]
+        if v >= stim:
+            cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
+            bigger = 0
+            lost = 0
+            for j in range(cnt):
+                u = vals[nbuf[j]]
+                if u > v:
+                    bigger += 1
+                elif u == v and flag[nbuf[j]]:
+                    lost += 1
+            if bigger + lost < int(0.5 + density * cnt):
+                flag[c] = True
+                out[m] = c
+                m += 1
+    return m
+
+
+@nb.njit(**_NJIT)
+def update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, raise_perm):
+    """NuPIC's ``_updatePermanencesForColumn``: optionally raise to the stimulus threshold,
+    trim below syn_perm_active_inc / 2, clip to [0, 1], refresh the connected bits."""
+    conn_thr = fpar[2]
+    trim = fpar[3]
+    below_inc = fpar[4]
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    a = pot_ptr[c]
+    b = pot_ptr[c + 1]
+    if raise_perm:
+        for k in range(a, b):
+            i = pot_idx[k]
+            p = perm[c, i]
+            if p < zero:
+                p = zero
+            elif p > one:
+                p = one
+            perm[c, i] = p
+        while True:
+            connected = 0
+            for k in range(a, b):
+                if perm[c, pot_idx[k]] > conn_thr:
+                    connected += 1
+            if connected >= stim:
+                break
+            for k in range(a, b):
+                i = pot_idx[k]
+                perm[c, i] = perm[c, i] + below_inc
+    for k in range(a, b):
+        i = pot_idx[k]
+        p = perm[c, i]
+        if p < trim:
+            p = zero
+        if p < zero:
+            p = zero
+        elif p > one:
+            p = one
+        perm[c, i] = p
+        conn_t[i, c] = 1 if p >= conn_thr else 0
+
+
+@nb.njit(**_NJIT)
+def inhibition_radius_local(perm, pot_ptr, pot_idx, conn_thr, in_coords, col_dims, in_dims):
+    """NuPIC's ``_updateInhibitionRadius`` (local): mean connected span x columns per input."""
+    n_cols = perm.shape[0]
+    nd = in_dims.shape[0]
+    mn = np.empty(nd, np.int64)
+    mx = np.empty(nd, np.int64)
+    total = 0.0
+    for c in range(n_cols):
+        any_conn = False
+        for d in range(nd):
+            mn[d] = 1 << 62
+            mx[d] = -1
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = pot_idx[k]
+            if perm[c, i] >= conn_thr:
+                any_conn = True
+                for d in range(nd):
+                    v = in_coords[i, d]
+                    if v < mn[d]:
+                        mn[d] = v
+                    if v > mx[d]:
+                        mx[d] = v
+        if any_conn:
+            span = 0.0
+            for d in range(nd):
+                span += mx[d] - mn[d] + 1
+            total += span / nd
+    avg_span = total / n_cols
+    cpi = 0.0
+    for d in range(nd):
+        cpi += np.float64(np.float32(col_dims[d])) / in_dims[d]
+    cpi /= nd
+    radius = (avg_span * cpi - 1.0) / 2.0
+    radius = max(1.0, radius)
+    return int(radius + 0.5)
+
+
+@nb.njit(cache=True)
+def learn_steps(
+    X,
+    perm,
+    pot_ptr,
+    pot_idx,
+    conn_t,
+    boost,
+    adc,
+    odc,
+    min_odc,
+    istate,
+    fpar,
+    dpar,
+    ipar,
+    col_dims,
+    in_coords,
+    in_dims,
+    out_packed,
+    out_overlaps,
+):
+    """Run NuPIC's ``compute(x, learn=True)`` on every row of ``X`` (n, I) in order.
+
+    Writes each step's active columns as packed bits into ``out_packed`` (n, ceil(C/8))
+    and, when ``out_overlaps`` has n rows, the raw overlaps (n, C) int32.
+    """
+    n_steps, n_in = X.shape
+    n_cols = perm.shape[0]
+    nd = col_dims.shape[0]
+    inc = fpar[0]
+    dec = fpar[1]
+    below_inc = fpar[4]
+    strength = fpar[5]
+    lad = dpar[0]
+    stim = dpar[1]
+    min_pct = dpar[2]
+    global_inh = ipar[0] != 0
+    wrap = ipar[1] != 0
+    nac = ipar[2]
+    dcp = ipar[3]
+    upd = ipar[4]
+    max_col_dim = 0
+    for d in range(nd):
+        max_col_dim = max(max_col_dim, col_dims[d])
+
+    act_in = np.empty(n_in, np.int64)
+    ov = np.zeros(n_cols, np.int32)
+    vals = np.empty(n_cols, np.float32)
+    winners = np.empty(n_cols, np.int64)
+    is_win = np.zeros(n_cols, np.bool_)
+    flag = np.zeros(n_cols, np.bool_)
+    nbuf = np.empty(n_cols, np.int64)
+    gather = np.empty(n_cols, np.float32)
+    record_ov = out_overlaps.shape[0] == n_steps
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+
+    for t in range(n_steps):
+        istate[0] += 1
+        istate[1] += 1
+        it = istate[0]
+        radius = istate[2]
+        x = X[t]
+        na = 0
+        for i in range(n_in):
+            if x[i] != 0:
+                act_in[na] = i
+                na += 1
+        ov[:] = 0
+        for j in range(na):
+            row = conn_t[act_in[j]]
+            for c in range(n_cols):
+                ov[c] += row[c]
+        if record_ov:
+            out_overlaps[t, :] = ov
+        for c in range(n_cols):
+            vals[c] = boost[c] * np.float32(ov[c])
+
+        density = inhibition_density(lad, nac, radius, nd, n_cols)
+        if global_inh or radius > max_col_dim:
+            m = inhibit_global(vals, int(density * n_cols), stim, winners)
+        else:
+            m = inhibit_local(vals, density, stim, radius, col_dims, wrap, winners, nbuf, flag)
+
+        # _adaptSynapses
+        is_win[:] = False
+        for w in range(m):
+            c = winners[w]
+            is_win[c] = True
+            for k in range(pot_ptr[c], pot_ptr[c + 1]):
+                i = pot_idx[k]
+                if x[i] != 0:
+                    perm[c, i] = perm[c, i] + inc
+                else:
+                    perm[c, i] = perm[c, i] - dec
+            update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, True)
+
+        # _updateDutyCycles
+        period = min(dcp, it)
+        pm1 = np.float32(period - 1.0)
+        pf = np.float32(period)
+        for c in range(n_cols):
+            o_new = one if ov[c] > 0 else zero
+            a_new = one if is_win[c] else zero
+            odc[c] = (odc[c] * pm1 + o_new) / pf
+            adc[c] = (adc[c] * pm1 + a_new) / pf
+
+        # _bumpUpWeakColumns
+        for c in range(n_cols):
+            if odc[c] < min_odc[c]:
+                for k in range(pot_ptr[c], pot_ptr[c + 1]):
+                    i = pot_idx[k]
+                    perm[c, i] = perm[c, i] + below_inc
+                update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, False)
+
+        # _updateBoostFactors. The exponential is numpy's own float32 exp (it differs from
+        # libm's expf in the last bit for ~40% of inputs, enough to flip boosted-overlap ties).
+        if global_inh:
+            target = np.float32(inhibition_density(lad, nac, radius, nd, n_cols))
+            for c in range(n_cols):
+                vals[c] = (target - adc[c]) * strength
+        else:
+            for c in range(n_cols):
+                cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
+                for j in range(cnt):
+                    gather[j] = adc[nbuf[j]]
+                mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
+                vals[c] = (mean - adc[c]) * strength
+        with nb.objmode():
+            np.exp(vals, out=boost)
+
+        if it % upd == 0:
+            # _updateInhibitionRadius
+            if global_inh:
+                istate[2] = max_col_dim
+            else:
+                istate[2] = inhibition_radius_local(
+                    perm, pot_ptr, pot_idx, fpar[2], in_coords, col_dims, in_dims
+                )
+            radius = istate[2]
+            # _updateMinDutyCycles
+            if global_inh or radius > n_in:
+                top = odc[0]
+                for c in range(1, n_cols):
+                    if odc[c] > top:
+                        top = odc[c]
+                v = np.float32(min_pct) * top
+                for c in range(n_cols):
+                    min_odc[c] = v
+            else:
+                for c in range(n_cols):
+                    cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
+                    top = odc[nbuf[0]]
+                    for j in range(1, cnt):
+                        if odc[nbuf[j]] > top:
+                            top = odc[nbuf[j]]
+                    vals[c] = top * np.float32(min_pct)
+                for c in range(n_cols):
+                    min_odc[c] = vals[c]
+
+        for w in range(m):
+            c = winners[w]
+            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
+
+
+@nb.njit(**_NJIT)
+def connected_csr(perm, pot_ptr, pot_idx, conn_thr, n_inputs):
+    """Input-major CSR of connected synapses: input i -> columns with perm >= threshold."""
+    n_cols = perm.shape[0]
+    counts = np.zeros(n_inputs + 1, np.int64)
+    for c in range(n_cols):
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = pot_idx[k]
+            if perm[c, i] >= conn_thr:
+                counts[i + 1] += 1
+    for i in range(n_inputs):
+        counts[i + 1] += counts[i]
+    cols = np.empty(counts[n_inputs], np.int32)
+    fill = counts[:-1].copy()
+    for c in range(n_cols):
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = pot_idx[k]
+            if perm[c, i] >= conn_thr:
+                cols[fill[i]] = c
+                fill[i] += 1
+    return counts, cols
+
+
+@nb.njit(parallel=True, **_NJIT)
+def infer_batch(
+    X,
+    cptr,
+    ccols,
+    n_cols,
+    boost,
+    use_boost,
+    density,
+    num_active,
+    stim,
+    global_mode,
+    radius,
+    col_dims,
+    wrap,
+    out_packed,
+):
+    """Batch inference (NuPIC's ``compute(x, learn=False)`` per row, no state change).
+
+    Raw overlaps (or boosted, htm.core style, when ``use_boost``), global or local
+    inhibition; active columns written as packed bits into ``out_packed``.
+    """
+    n = X.shape[0]
+    n_in = X.shape[1]
+    chunk = 256
+    n_chunks = (n + chunk - 1) // chunk
+    for ch in nb.prange(n_chunks):
+        counts = np.zeros(n_cols, np.int32)
+        vals = np.empty(n_cols, np.float32)
+        hist = np.zeros(n_in + 2, np.int64)
+        winners = np.empty(n_cols, np.int64)
+        nbuf = np.empty(n_cols, np.int64)
+        flag = np.zeros(n_cols, np.bool_)
+        start = ch * chunk
+        stop = min(n, start + chunk)
+        for t in range(start, stop):
+            counts[:] = 0
+            x = X[t]
+            for i in range(n_in):
+                if x[i] != 0:
+                    for k in range(cptr[i], cptr[i + 1]):
+                        counts[ccols[k]] += 1
+            if use_boost:
+                for c in range(n_cols):
+                    vals[c] = boost[c] * np.float32(counts[c])
+                if global_mode:
+                    m = inhibit_global(vals, num_active, stim, winners)
+                else:
+                    m = inhibit_local(vals, density, stim, radius, col_dims, wrap, winners, nbuf, flag)
+            else:
+                if global_mode:
+                    m = inhibit_global_counts(counts, num_active, stim, hist, winners)
+                else:
+                    m = inhibit_local(
+                        counts, density, stim, radius, col_dims, wrap, winners, nbuf, flag
+                    )
+            for w in range(m):
+                c = winners[w]
+                out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
+
+
+@nb.njit(parallel=True, **_NJIT)
+def back_project(packed, n_cols, weights):
+    """out[s, i] = sum over active columns c of sample s of weights[c, i]."""
+    n = packed.shape[0]
+    n_in = weights.shape[1]
+    out = np.zeros((n, n_in), np.float32)
+    for s in nb.prange(n):
+        for c in range(n_cols):
+            if packed[s, c >> 3] & (0x80 >> (c & 7)):
+                for i in range(n_in):
+                    out[s, i] += weights[c, i]
+    return out
