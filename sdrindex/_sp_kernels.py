@@ -10,8 +10,8 @@ State layout shared by the kernels (C columns, I inputs, D dimensions):
 - ``perm`` (C, I) float32: permanences; zero outside the potential pool.
 - ``pot_ptr`` (C + 1,) int64 and ``pot_idx`` (nnz,) int32: the potential pool of column
   ``c`` is ``pot_idx[pot_ptr[c]:pot_ptr[c + 1]]`` (CSR, ascending).
-- ``conn_t`` (I, C) uint8: the connected synapses, transposed (input-major), so that the
-  overlap of a binary input is a sum of rows.
+- ``conn_bits`` (C, ceil(I / 64)) uint64: the connected synapses of each column as bits,
+  so that an overlap is a popcount of ``conn_bits[c] & packed input``.
 - ``boost, adc, odc, min_odc`` (C,) float32: boost factors, active / overlap duty cycles,
   minimum overlap duty cycles.
 - ``istate`` int64: [iteration_num, iteration_learn_num, inhibition_radius].
@@ -28,8 +28,24 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 _NJIT = {"cache": True, "nogil": True}
+
+
+@intrinsic
+def popcount64(typingctx, x):
+    """Number of set bits of a uint64 (LLVM's ctpop: one POPCNT instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
 
 
 @nb.njit(**_NJIT)
@@ -223,46 +239,59 @@ def inhibit_local(vals, density, stim, radius, col_dims, wrap, out, nbuf, flag):
 
 
 @nb.njit(**_NJIT)
-def update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, raise_perm):
-    """NuPIC's ``_updatePermanencesForColumn``: optionally raise to the stimulus threshold,
-    trim below syn_perm_active_inc / 2, clip to [0, 1], refresh the connected bits."""
+def raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected):
+    """NuPIC's ``_raisePermanenceToThreshold`` after its clip: while fewer than ``stim``
+    permanences exceed the connected threshold, add syn_perm_connected / 10 to the pool."""
     conn_thr = fpar[2]
-    trim = fpar[3]
     below_inc = fpar[4]
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
     a = pot_ptr[c]
     b = pot_ptr[c + 1]
-    if raise_perm:
+    while connected < stim:
+        connected = 0
         for k in range(a, b):
             i = pot_idx[k]
-            p = perm[c, i]
-            if p < zero:
-                p = zero
-            elif p > one:
-                p = one
+            p = perm[c, i] + below_inc
             perm[c, i] = p
-        while True:
-            connected = 0
-            for k in range(a, b):
-                if perm[c, pot_idx[k]] > conn_thr:
-                    connected += 1
-            if connected >= stim:
-                break
-            for k in range(a, b):
-                i = pot_idx[k]
-                perm[c, i] = perm[c, i] + below_inc
-    for k in range(a, b):
+            if p > conn_thr:
+                connected += 1
+
+
+@nb.njit(**_NJIT)
+def finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar):
+    """Trim below syn_perm_active_inc / 2, clip to [0, 1], and refresh the connected bits."""
+    conn_thr = fpar[2]
+    trim = fpar[3]
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    conn_bits[c, :] = 0
+    for k in range(pot_ptr[c], pot_ptr[c + 1]):
         i = pot_idx[k]
         p = perm[c, i]
         if p < trim:
             p = zero
-        if p < zero:
-            p = zero
-        elif p > one:
-            p = one
+        p = min(max(p, zero), one)
         perm[c, i] = p
-        conn_t[i, c] = 1 if p >= conn_thr else 0
+        if p >= conn_thr:
+            conn_bits[c, i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+
+
+@nb.njit(**_NJIT)
+def update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, raise_perm):
+    """NuPIC's ``_updatePermanencesForColumn``: optionally clip and raise to the stimulus
+    threshold, then trim, clip and refresh the connected bits."""
+    if raise_perm:
+        conn_thr = fpar[2]
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        connected = 0
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = pot_idx[k]
+            p = min(max(perm[c, i], zero), one)
+            perm[c, i] = p
+            if p > conn_thr:
+                connected += 1
+        raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
+    finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
 
 
 @nb.njit(**_NJIT)
@@ -309,7 +338,7 @@ def learn_steps(
     perm,
     pot_ptr,
     pot_idx,
-    conn_t,
+    conn_bits,
     boost,
     adc,
     odc,
@@ -334,6 +363,7 @@ def learn_steps(
     nd = col_dims.shape[0]
     inc = fpar[0]
     dec = fpar[1]
+    conn_thr = fpar[2]
     below_inc = fpar[4]
     strength = fpar[5]
     lad = dpar[0]
@@ -349,6 +379,15 @@ def learn_steps(
         max_col_dim = max(max_col_dim, col_dims[d])
 
     act_in = np.empty(n_in, np.int64)
+    n_words = conn_bits.shape[1]
+    xbits = np.zeros(n_words, np.uint64)
+    # Words of the input that each column's potential pool touches (pools are ascending).
+    w_lo = np.zeros(n_cols, np.int64)
+    w_hi = np.zeros(n_cols, np.int64)
+    for c in range(n_cols):
+        if pot_ptr[c + 1] > pot_ptr[c]:
+            w_lo[c] = pot_idx[pot_ptr[c]] >> 6
+            w_hi[c] = (pot_idx[pot_ptr[c + 1] - 1] >> 6) + 1
     ov = np.zeros(n_cols, np.int32)
     vals = np.empty(n_cols, np.float32)
     winners = np.empty(n_cols, np.int64)
@@ -371,11 +410,15 @@ def learn_steps(
             if x[i] != 0:
                 act_in[na] = i
                 na += 1
-        ov[:] = 0
+        xbits[:] = 0
         for j in range(na):
-            row = conn_t[act_in[j]]
-            for c in range(n_cols):
-                ov[c] += row[c]
+            i = act_in[j]
+            xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+        for c in range(n_cols):
+            acc = np.uint64(0)
+            for w in range(w_lo[c], w_hi[c]):
+                acc += popcount64(conn_bits[c, w] & xbits[w])
+            ov[c] = np.int32(acc)
         if record_ov:
             out_overlaps[t, :] = ov
         for c in range(n_cols):
@@ -387,18 +430,21 @@ def learn_steps(
         else:
             m = inhibit_local(vals, density, stim, radius, col_dims, wrap, winners, nbuf, flag)
 
-        # _adaptSynapses
+        # _adaptSynapses (+ the clip and count that open _raisePermanenceToThreshold)
         is_win[:] = False
         for w in range(m):
             c = winners[w]
             is_win[c] = True
+            connected = 0
             for k in range(pot_ptr[c], pot_ptr[c + 1]):
                 i = pot_idx[k]
-                if x[i] != 0:
-                    perm[c, i] = perm[c, i] + inc
-                else:
-                    perm[c, i] = perm[c, i] - dec
-            update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, True)
+                p = perm[c, i] + (inc if x[i] != 0 else -dec)
+                p = min(max(p, zero), one)
+                perm[c, i] = p
+                if p > conn_thr:
+                    connected += 1
+            raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
+            finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
 
         # _updateDutyCycles
         period = min(dcp, it)
@@ -416,7 +462,7 @@ def learn_steps(
                 for k in range(pot_ptr[c], pot_ptr[c + 1]):
                     i = pot_idx[k]
                     perm[c, i] = perm[c, i] + below_inc
-                update_column(c, perm, pot_ptr, pot_idx, conn_t, fpar, stim, False)
+                update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, False)
 
         # _updateBoostFactors. The exponential is numpy's own float32 exp (it differs from
         # libm's expf in the last bit for ~40% of inputs, enough to flip boosted-overlap ties).

@@ -371,12 +371,12 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.potential_ = np.ascontiguousarray(state["potential"], dtype=np.uint8).copy()
         self.permanences_ = np.ascontiguousarray(state["permanences"], dtype=np.float32).copy()
         self._build_pools()
-        self._conn_t = np.zeros((n_in, n_col), np.uint8)
+        self._conn_bits = np.zeros((n_col, (n_in + 63) // 64), np.uint64)
         fpar = self._fpar()
         stim = float(self.stimulus_threshold)
         for c in range(n_col):
             K.update_column(
-                c, self.permanences_, self._pot_ptr, self._pot_idx, self._conn_t, fpar, stim, raise_perm
+                c, self.permanences_, self._pot_ptr, self._pot_idx, self._conn_bits, fpar, stim, raise_perm
             )
         self.boost_factors_ = np.ones(n_col, np.float32)
         self.active_duty_cycles_ = np.zeros(n_col, np.float32)
@@ -489,7 +489,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ learning
     def _snapshot(self) -> dict[str, Any]:
-        names = _STATE_ARRAYS + ("_conn_t",)
+        names = _STATE_ARRAYS + ("_conn_bits",)
         snap = {k: getattr(self, k).copy() for k in names}
         snap.update(
             iteration_num_=self.iteration_num_,
@@ -510,7 +510,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             self.permanences_,
             self._pot_ptr,
             self._pot_idx,
-            self._conn_t,
+            self._conn_bits,
             self.boost_factors_,
             self.active_duty_cycles_,
             self.overlap_duty_cycles_,
@@ -707,7 +707,8 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
     def connected_matrix(self) -> NDArray[np.uint8]:
         """Connected synapses, shape (n_columns, n_inputs), uint8 0/1."""
         self._require_fitted()
-        return np.ascontiguousarray(self._conn_t.T)
+        thr = np.float32(self.syn_perm_connected - PERMANENCE_EPSILON)
+        return ((self.permanences_ >= thr) & (self.potential_ != 0)).astype(np.uint8)
 
     def connected_synapses(self, column: int) -> NDArray[np.uint8]:
         """The connected synapses of one column as a 0/1 vector of shape (n_inputs,)."""
@@ -716,13 +717,15 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             0 <= column < self.n_columns
         ):
             raise ParameterError(f"column must be an integer in [0, {self.n_columns}), got {column!r}")
-        return self._conn_t[:, int(column)].copy()
+        thr = np.float32(self.syn_perm_connected - PERMANENCE_EPSILON)
+        c = int(column)
+        return ((self.permanences_[c] >= thr) & (self.potential_[c] != 0)).astype(np.uint8)
 
     def overlaps(self, X: ArrayLike) -> NDArray[np.int32]:
         """Raw overlap of every column with each input, shape (n_samples, n_columns)."""
         self._require_fitted()
         Xc = self._check_inputs(X)
-        return (Xc.astype(np.int32) @ self._conn_t.astype(np.int32)).astype(np.int32)
+        return (Xc.astype(np.int32) @ self.connected_matrix().T.astype(np.int32)).astype(np.int32)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
