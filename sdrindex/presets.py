@@ -1,0 +1,97 @@
+"""Named Spatial Pooler configurations (NuPIC camelCase), as users know them.
+
+- ``forum-global``: the configuration of the forum thread behind this project.
+- ``htmcore-mnist``: htm.core's MNIST example (py/htm/examples/mnist.py).
+- ``forum-local``: the forum's local-inhibition configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from sdrindex.errors import ParameterError
+from sdrindex.sp import SpatialPooler
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "forum-global": {
+        "inputDimensions": (28, 28),
+        "columnDimensions": (37, 37),
+        "potentialRadius": 36,
+        "potentialPct": 1.0,
+        "globalInhibition": True,
+        "localAreaDensity": -1,
+        "numActiveColumnsPerInhArea": 8,
+        "synPermInactiveDec": 0.008,
+        "synPermActiveInc": 0.05,
+        "synPermConnected": 0.1,
+        "minPctOverlapDutyCycle": 0.001,
+        "dutyCyclePeriod": 1000,
+        "boostStrength": 17,
+        "seed": 1,
+    },
+    "htmcore-mnist": {
+        "inputDimensions": (28, 28),
+        "columnDimensions": (79, 79),
+        "potentialRadius": 7,
+        "potentialPct": 0.1,
+        "globalInhibition": True,
+        "localAreaDensity": 0.1,
+        "stimulusThreshold": 6,
+        "synPermActiveInc": 0.14,
+        "synPermInactiveDec": 0.02,
+        "synPermConnected": 0.5,
+        "minPctOverlapDutyCycle": 0.2,
+        "dutyCyclePeriod": 1402,
+        "boostStrength": 7,
+        "wrapAround": False,
+        "seed": 1,
+    },
+    "forum-local": {
+        "inputDimensions": (28, 28),
+        "columnDimensions": (30, 30),
+        "potentialRadius": 5,
+        "potentialPct": 0.1,
+        "globalInhibition": False,
+        "localAreaDensity": 0.1,
+        "stimulusThreshold": 5,
+        "boostStrength": 0.9,
+        "wrapAround": True,
+        "seed": 1,
+    },
+}
+
+DEFAULT_PRESET = "htmcore-mnist"
+
+
+def sp_from_config(source: str | Path | None) -> SpatialPooler:
+    """A SpatialPooler from a preset name, or a TOML / JSON file of parameters.
+
+    Files may use NuPIC's camelCase names or sdrindex's snake_case names; an unknown key
+    raises :class:`ParameterError` naming it. ``None`` gives the default preset.
+    """
+    if source is None:
+        source = DEFAULT_PRESET
+    if str(source) in PRESETS:
+        return SpatialPooler.from_nupic_params(dict(PRESETS[str(source)]))
+    path = Path(source)
+    if not path.is_file():
+        raise ParameterError(
+            f"SP config {str(source)!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
+        )
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".toml":
+            params = tomllib.loads(text)
+        else:
+            params = json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ParameterError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ParameterError(f"{path}: expected a table of parameters, got {type(params).__name__}")
+    try:
+        return SpatialPooler.from_nupic_params(params)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}") from exc
