@@ -92,6 +92,26 @@ def box_neighbors(center, radius, dims, wrap, out):
 
 
 @nb.njit(**_NJIT)
+def neighbor_table(radius, dims, wrap):
+    """CSR (ptr, idx) of every column's neighbourhood, in ``box_neighbors`` order."""
+    n = 1
+    for d in range(dims.shape[0]):
+        n *= dims[d]
+    side = 1
+    for d in range(dims.shape[0]):
+        side *= min(dims[d], 2 * radius + 1)
+    buf = np.empty(side, np.int64)
+    ptr = np.zeros(n + 1, np.int64)
+    idx = np.empty(n * side, np.int32)
+    for c in range(n):
+        cnt = box_neighbors(c, radius, dims, wrap, buf)
+        for j in range(cnt):
+            idx[ptr[c] + j] = buf[j]
+        ptr[c + 1] = ptr[c] + cnt
+    return ptr, idx[: ptr[n]]
+
+
+@nb.njit(**_NJIT)
 def pairwise_sum_f32(a, n):
     """numpy's float32 pairwise summation of ``a[:n]`` (same grouping, same rounding)."""
     if n < 8:
@@ -212,7 +232,7 @@ def inhibit_global_counts(counts, num_active, stim, hist, out):
 
 
 @nb.njit(**_NJIT)
-def inhibit_local(vals, density, stim, radius, col_dims, wrap, out, nbuf, flag):
+def inhibit_local(vals, density, stim, nb_ptr, nb_idx, out, flag):
     """NuPIC's ``_inhibitColumnsLocal``: scan columns in index order; column c wins when
     #(neighbours with a larger value) + #(tied neighbours already chosen)
     < int(0.5 + density * neighbourhood size). Returns the count written to ``out``."""
@@ -222,14 +242,15 @@ def inhibit_local(vals, density, stim, radius, col_dims, wrap, out, nbuf, flag):
     for c in range(n):
         v = vals[c]
         if v >= stim:
-            cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
+            a = nb_ptr[c]
+            cnt = nb_ptr[c + 1] - a
             bigger = 0
             lost = 0
-            for j in range(cnt):
-                u = vals[nbuf[j]]
+            for j in range(a, a + cnt):
+                u = vals[nb_idx[j]]
                 if u > v:
                     bigger += 1
-                elif u == v and flag[nbuf[j]]:
+                elif u == v and flag[nb_idx[j]]:
                     lost += 1
             if bigger + lost < int(0.5 + density * cnt):
                 flag[c] = True
@@ -381,21 +402,17 @@ def learn_steps(
     act_in = np.empty(n_in, np.int64)
     n_words = conn_bits.shape[1]
     xbits = np.zeros(n_words, np.uint64)
-    # Words of the input that each column's potential pool touches (pools are ascending).
-    w_lo = np.zeros(n_cols, np.int64)
-    w_hi = np.zeros(n_cols, np.int64)
-    for c in range(n_cols):
-        if pot_ptr[c + 1] > pot_ptr[c]:
-            w_lo[c] = pot_idx[pot_ptr[c]] >> 6
-            w_hi[c] = (pot_idx[pot_ptr[c + 1] - 1] >> 6) + 1
+    w_lo, w_hi = pool_word_ranges(pot_ptr, pot_idx, n_cols)
     ov = np.zeros(n_cols, np.int32)
     vals = np.empty(n_cols, np.float32)
     winners = np.empty(n_cols, np.int64)
     is_win = np.zeros(n_cols, np.bool_)
     flag = np.zeros(n_cols, np.bool_)
-    nbuf = np.empty(n_cols, np.int64)
     gather = np.empty(n_cols, np.float32)
     record_ov = out_overlaps.shape[0] == n_steps
+    table_radius = -1
+    nb_ptr = np.zeros(1, np.int64)
+    nb_idx = np.zeros(0, np.int32)
     one = np.float32(1.0)
     zero = np.float32(0.0)
 
@@ -428,7 +445,10 @@ def learn_steps(
         if global_inh or radius > max_col_dim:
             m = inhibit_global(vals, int(density * n_cols), stim, winners)
         else:
-            m = inhibit_local(vals, density, stim, radius, col_dims, wrap, winners, nbuf, flag)
+            if radius != table_radius:
+                nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
+                table_radius = radius
+            m = inhibit_local(vals, density, stim, nb_ptr, nb_idx, winners, flag)
 
         # _adaptSynapses (+ the clip and count that open _raisePermanenceToThreshold)
         is_win[:] = False
@@ -471,10 +491,14 @@ def learn_steps(
             for c in range(n_cols):
                 vals[c] = (target - adc[c]) * strength
         else:
+            if radius != table_radius:
+                nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
+                table_radius = radius
             for c in range(n_cols):
-                cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
+                a = nb_ptr[c]
+                cnt = nb_ptr[c + 1] - a
                 for j in range(cnt):
-                    gather[j] = adc[nbuf[j]]
+                    gather[j] = adc[nb_idx[a + j]]
                 mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
                 vals[c] = (mean - adc[c]) * strength
         with nb.objmode():
@@ -499,12 +523,16 @@ def learn_steps(
                 for c in range(n_cols):
                     min_odc[c] = v
             else:
+                if radius != table_radius:
+                    nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
+                    table_radius = radius
                 for c in range(n_cols):
-                    cnt = box_neighbors(c, radius, col_dims, wrap, nbuf)
-                    top = odc[nbuf[0]]
-                    for j in range(1, cnt):
-                        if odc[nbuf[j]] > top:
-                            top = odc[nbuf[j]]
+                    a = nb_ptr[c]
+                    cnt = nb_ptr[c + 1] - a
+                    top = odc[nb_idx[a]]
+                    for j in range(a + 1, a + cnt):
+                        if odc[nb_idx[j]] > top:
+                            top = odc[nb_idx[j]]
                     vals[c] = top * np.float32(min_pct)
                 for c in range(n_cols):
                     min_odc[c] = vals[c]
@@ -537,9 +565,25 @@ def connected_csr(perm, pot_ptr, pot_idx, conn_thr, n_inputs):
     return counts, cols
 
 
+@nb.njit(**_NJIT)
+def pool_word_ranges(pot_ptr, pot_idx, n_cols):
+    """Per column, the half-open range of 64-bit input words its potential pool touches."""
+    w_lo = np.zeros(n_cols, np.int64)
+    w_hi = np.zeros(n_cols, np.int64)
+    for c in range(n_cols):
+        if pot_ptr[c + 1] > pot_ptr[c]:
+            w_lo[c] = pot_idx[pot_ptr[c]] >> 6
+            w_hi[c] = (pot_idx[pot_ptr[c + 1] - 1] >> 6) + 1
+    return w_lo, w_hi
+
+
 @nb.njit(parallel=True, **_NJIT)
 def infer_batch(
     X,
+    use_bits,
+    conn_bits,
+    w_lo,
+    w_hi,
     cptr,
     ccols,
     n_cols,
@@ -549,18 +593,20 @@ def infer_batch(
     num_active,
     stim,
     global_mode,
-    radius,
-    col_dims,
-    wrap,
+    nb_ptr,
+    nb_idx,
     out_packed,
 ):
     """Batch inference (NuPIC's ``compute(x, learn=False)`` per row, no state change).
 
-    Raw overlaps (or boosted, htm.core style, when ``use_boost``), global or local
-    inhibition; active columns written as packed bits into ``out_packed``.
+    Overlaps by popcount over the columns' connected bits (``use_bits``) or by scattering
+    the active inputs' connected columns (input-major CSR ``cptr``/``ccols``), whichever
+    the caller found cheaper; raw overlaps (or boosted, htm.core style, when
+    ``use_boost``); global or local inhibition; winners written as packed bits.
     """
     n = X.shape[0]
     n_in = X.shape[1]
+    n_words = conn_bits.shape[1]
     chunk = 256
     n_chunks = (n + chunk - 1) // chunk
     for ch in nb.prange(n_chunks):
@@ -568,31 +614,40 @@ def infer_batch(
         vals = np.empty(n_cols, np.float32)
         hist = np.zeros(n_in + 2, np.int64)
         winners = np.empty(n_cols, np.int64)
-        nbuf = np.empty(n_cols, np.int64)
         flag = np.zeros(n_cols, np.bool_)
+        xbits = np.zeros(n_words, np.uint64)
         start = ch * chunk
         stop = min(n, start + chunk)
         for t in range(start, stop):
-            counts[:] = 0
             x = X[t]
-            for i in range(n_in):
-                if x[i] != 0:
-                    for k in range(cptr[i], cptr[i + 1]):
-                        counts[ccols[k]] += 1
+            if use_bits:
+                xbits[:] = 0
+                for i in range(n_in):
+                    if x[i] != 0:
+                        xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+                for c in range(n_cols):
+                    acc = np.uint64(0)
+                    for w in range(w_lo[c], w_hi[c]):
+                        acc += popcount64(conn_bits[c, w] & xbits[w])
+                    counts[c] = np.int32(acc)
+            else:
+                counts[:] = 0
+                for i in range(n_in):
+                    if x[i] != 0:
+                        for k in range(cptr[i], cptr[i + 1]):
+                            counts[ccols[k]] += 1
             if use_boost:
                 for c in range(n_cols):
                     vals[c] = boost[c] * np.float32(counts[c])
                 if global_mode:
                     m = inhibit_global(vals, num_active, stim, winners)
                 else:
-                    m = inhibit_local(vals, density, stim, radius, col_dims, wrap, winners, nbuf, flag)
+                    m = inhibit_local(vals, density, stim, nb_ptr, nb_idx, winners, flag)
             else:
                 if global_mode:
                     m = inhibit_global_counts(counts, num_active, stim, hist, winners)
                 else:
-                    m = inhibit_local(
-                        counts, density, stim, radius, col_dims, wrap, winners, nbuf, flag
-                    )
+                    m = inhibit_local(counts, density, stim, nb_ptr, nb_idx, winners, flag)
             for w in range(m):
                 c = winners[w]
                 out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))

@@ -619,9 +619,22 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             n_col,
         )
         global_mode = bool(self.global_inhibition) or radius > max(col_dims)
+        if global_mode:
+            nb_ptr, nb_idx = np.zeros(1, np.int64), np.zeros(0, np.int32)
+        else:
+            nb_ptr, nb_idx = K.neighbor_table(radius, np.asarray(col_dims, np.int64), bool(self.wrap_around))
+        w_lo, w_hi = K.pool_word_ranges(self._pot_ptr, self._pot_idx, n_col)
+        # Cost model: popcounts over the pools' words vs scattered adds per active input.
+        active_inputs = float(X[: min(len(X), 256)].sum(axis=1).mean()) if len(X) else 0.0
+        bits_cost = float((w_hi - w_lo).sum())
+        csr_cost = 2.0 * active_inputs * len(ccols) / max(self.n_inputs, 1)
         out = np.zeros((X.shape[0], (n_col + 7) // 8), np.uint8)
         K.infer_batch(
             X,
+            bits_cost < csr_cost,
+            self._conn_bits,
+            w_lo,
+            w_hi,
             cptr,
             ccols,
             n_col,
@@ -631,9 +644,8 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             int(density * n_col),
             float(self.stimulus_threshold),
             global_mode,
-            radius,
-            np.asarray(col_dims, np.int64),
-            bool(self.wrap_around),
+            nb_ptr,
+            nb_idx,
             out,
         )
         return out
