@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# sdrindex set-up in one command each:
+#   ./run.sh        create/refresh .venv, install, learn the SP on MNIST, write out/figure.png
+#   ./run.sh test   create/refresh .venv, run the test suite
+# Extra arguments after `test` go to pytest (e.g. ./run.sh test -m slow).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.13 python3.12 python3.11 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY=$cand; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "run.sh: needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+
+ensure_env() {
+  if [ ! -x .venv/bin/python ]; then
+    echo "run.sh: creating .venv with $PY" >&2
+    "$PY" -m venv .venv
+  fi
+  # Reinstall only when the project's declared dependencies changed.
+  local stamp=.venv/.sdrindex-installed
+  local want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "run.sh: installing sdrindex and its dependencies into .venv" >&2
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd=${1:-demo}
+case "$cmd" in
+  demo)
+    ensure_env
+    .venv/bin/sdrindex figure --out out/figure.png
+    ;;
+  test)
+    shift || true
+    ensure_env
+    exec .venv/bin/python -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh [demo|test [pytest args]]" >&2
+    exit 2
+    ;;
+esac
