@@ -265,16 +265,14 @@ def raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected):
     permanences exceed the connected threshold, add syn_perm_connected / 10 to the pool."""
     conn_thr = fpar[2]
     below_inc = fpar[4]
-    a = pot_ptr[c]
-    b = pot_ptr[c + 1]
+    row = perm[c]
     while connected < stim:
         connected = 0
-        for k in range(a, b):
-            i = pot_idx[k]
-            p = perm[c, i] + below_inc
-            perm[c, i] = p
-            if p > conn_thr:
-                connected += 1
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = np.intp(pot_idx[k])
+            p = row[i] + below_inc
+            row[i] = p
+            connected += p > conn_thr
 
 
 @nb.njit(**_NJIT)
@@ -284,16 +282,16 @@ def finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar):
     trim = fpar[3]
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    conn_bits[c, :] = 0
+    row = perm[c]
+    brow = conn_bits[c]
+    brow[:] = 0
     for k in range(pot_ptr[c], pot_ptr[c + 1]):
-        i = pot_idx[k]
-        p = perm[c, i]
-        if p < trim:
-            p = zero
+        i = np.intp(pot_idx[k])
+        p = row[i]
+        p = zero if p < trim else p
         p = min(max(p, zero), one)
-        perm[c, i] = p
-        if p >= conn_thr:
-            conn_bits[c, i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+        row[i] = p
+        brow[i >> 6] |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
 
 
 @nb.njit(**_NJIT)
@@ -304,13 +302,13 @@ def update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, raise_perm):
         conn_thr = fpar[2]
         zero = np.float32(0.0)
         one = np.float32(1.0)
+        row = perm[c]
         connected = 0
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
-            i = pot_idx[k]
-            p = min(max(perm[c, i], zero), one)
-            perm[c, i] = p
-            if p > conn_thr:
-                connected += 1
+            i = np.intp(pot_idx[k])
+            p = min(max(row[i], zero), one)
+            row[i] = p
+            connected += p > conn_thr
         raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
     finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
 
@@ -384,6 +382,7 @@ def learn_steps(
     nd = col_dims.shape[0]
     inc = fpar[0]
     dec = fpar[1]
+    neg_dec = -dec
     conn_thr = fpar[2]
     below_inc = fpar[4]
     strength = fpar[5]
@@ -456,13 +455,13 @@ def learn_steps(
             c = winners[w]
             is_win[c] = True
             connected = 0
+            row = perm[c]
             for k in range(pot_ptr[c], pot_ptr[c + 1]):
-                i = pot_idx[k]
-                p = perm[c, i] + (inc if x[i] != 0 else -dec)
+                i = np.intp(pot_idx[k])
+                p = row[i] + (inc if x[i] != 0 else neg_dec)
                 p = min(max(p, zero), one)
-                perm[c, i] = p
-                if p > conn_thr:
-                    connected += 1
+                row[i] = p
+                connected += p > conn_thr
             raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
             finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
 
@@ -471,17 +470,16 @@ def learn_steps(
         pm1 = np.float32(period - 1.0)
         pf = np.float32(period)
         for c in range(n_cols):
-            o_new = one if ov[c] > 0 else zero
-            a_new = one if is_win[c] else zero
-            odc[c] = (odc[c] * pm1 + o_new) / pf
-            adc[c] = (adc[c] * pm1 + a_new) / pf
+            odc[c] = (odc[c] * pm1 + np.float32(ov[c] > 0)) / pf
+            adc[c] = (adc[c] * pm1 + np.float32(is_win[c])) / pf
 
         # _bumpUpWeakColumns
         for c in range(n_cols):
             if odc[c] < min_odc[c]:
+                row = perm[c]
                 for k in range(pot_ptr[c], pot_ptr[c + 1]):
-                    i = pot_idx[k]
-                    perm[c, i] = perm[c, i] + below_inc
+                    i = np.intp(pot_idx[k])
+                    row[i] = row[i] + below_inc
                 update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, False)
 
         # _updateBoostFactors. The exponential is numpy's own float32 exp (it differs from
