@@ -29,7 +29,9 @@ TARGETS = {  # (learning, inference) images/s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--learn", type=int, default=10_000, help="images per learning run")
     ap.add_argument("--infer", type=int, default=20_000, help="images per inference run")
     ap.add_argument("--repeats", type=int, default=3)
@@ -37,8 +39,18 @@ def main() -> None:
 
     images, _ = load_mnist("train")
     X = binarize(images, 128)
-    print(f"cores: {os.cpu_count()}, learn N={args.learn}, infer N={args.infer}, repeats={args.repeats}")
-    print(f"{'config':<15}{'columns':>8}{'learn img/s':>13}{'target':>8}{'infer img/s':>13}{'target':>8}{'sparsity':>10}")
+    print(
+        f"cores: {os.cpu_count()}, learn N={args.learn}, infer N={args.infer}, "
+        f"repeats={args.repeats}"
+    )
+    header = ("config", "columns", "learn img/s", "target", "infer img/s", "target", "sparsity")
+    widths = (15, 8, 13, 8, 13, 8, 10)
+    print(
+        "".join(
+            f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    )
     for name, (t_learn, t_infer) in TARGETS.items():
         learn_rates, infer_rates = [], []
         sp = None

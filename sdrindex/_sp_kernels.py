@@ -163,6 +163,16 @@ def inhibition_density(local_area_density, num_active_per_area, radius, ndim, n_
 
 
 @nb.njit(**_NJIT)
+def num_active_global(density, n_columns):
+    """int(density * C), robust to the product landing a hair below an integer.
+
+    NuPIC floors ``(k / C) * C`` directly, which gives k - 1 for some C (49 columns and
+    k = 1 give 0.9999999999999999, so no column at all); the 1e-9 keeps exactly k.
+    """
+    return int(density * n_columns + 1e-9)
+
+
+@nb.njit(**_NJIT)
 def inhibit_global(vals, num_active, stim, out):
     """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
 
@@ -266,6 +276,8 @@ def raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected):
     conn_thr = fpar[2]
     below_inc = fpar[4]
     row = perm[c]
+    if pot_ptr[c + 1] - pot_ptr[c] < stim or below_inc <= 0:
+        return  # unreachable threshold: callers validate this; never loop forever
     while connected < stim:
         connected = 0
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
@@ -442,7 +454,7 @@ def learn_steps(
 
         density = inhibition_density(lad, nac, radius, nd, n_cols)
         if global_inh or radius > max_col_dim:
-            m = inhibit_global(vals, int(density * n_cols), stim, winners)
+            m = inhibit_global(vals, num_active_global(density, n_cols), stim, winners)
         else:
             if radius != table_radius:
                 nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)

@@ -59,7 +59,9 @@ def cmd_figure(args: argparse.Namespace) -> int:
     sdrs = sp.transform(binarize(imgs, args.threshold))
     rows = {
         "back-projection\n(connected)": sp.inverse_transform(sdrs).reshape(imgs.shape),
-        "back-projection\n(permanence)": sp.inverse_transform(sdrs, weighted=True).reshape(imgs.shape),
+        "back-projection\n(permanence)": sp.inverse_transform(sdrs, weighted=True).reshape(
+            imgs.shape
+        ),
     }
     out = comparison_figure(
         imgs,
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch-mnist", help="download MNIST from mirrors and verify it")
     f.add_argument("--dir", required=True, type=Path, help="folder to write the four files to")
     f.add_argument(
-        "--mirror", action="append", help="base URL of a mirror (repeatable); default: built-in list"
+        "--mirror",
+        action="append",
+        help="base URL of a mirror (repeatable); default: built-in list",
     )
     f.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     f.set_defaults(func=cmd_fetch_mnist)

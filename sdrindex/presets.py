@@ -88,7 +88,9 @@ def sp_from_config(source: str | Path | None) -> SpatialPooler:
         else:
             params = json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ParameterError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+        raise ParameterError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
+        ) from exc
     if not isinstance(params, dict):
         raise ParameterError(f"{path}: expected a table of parameters, got {type(params).__name__}")
     try:

@@ -71,9 +71,17 @@ def _dims(value: Any, name: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a sequence of positive integers, got {value!r}")
-    if not dims or any(d <= 0 for d in dims) or any(float(d) != float(v) for d, v in zip(dims, value, strict=True)):
-        raise ParameterError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+        raise ParameterError(
+            f"{name} must be a sequence of positive integers, got {value!r}"
+        ) from None
+    if (
+        not dims
+        or any(d <= 0 for d in dims)
+        or any(float(d) != float(v) for d, v in zip(dims, value, strict=True))
+    ):
+        raise ParameterError(
+            f"{name} must be a non-empty sequence of positive integers, got {value!r}"
+        )
     return dims
 
 
@@ -256,7 +264,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         if self.syn_perm_connected <= 0 and self.stimulus_threshold > 0:
             raise ParameterError("syn_perm_connected must be > 0 when stimulus_threshold > 0")
         if not isinstance(self.global_inhibition, (bool, np.bool_)):
-            raise ParameterError(f"global_inhibition must be True or False, got {self.global_inhibition!r}")
+            raise ParameterError(
+                f"global_inhibition must be True or False, got {self.global_inhibition!r}"
+            )
         if not isinstance(self.wrap_around, (bool, np.bool_)):
             raise ParameterError(f"wrap_around must be True or False, got {self.wrap_around!r}")
         # The smallest potential pool must hold stimulus_threshold synapses, or NuPIC's
@@ -376,7 +386,14 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         stim = float(self.stimulus_threshold)
         for c in range(n_col):
             K.update_column(
-                c, self.permanences_, self._pot_ptr, self._pot_idx, self._conn_bits, fpar, stim, raise_perm
+                c,
+                self.permanences_,
+                self._pot_ptr,
+                self._pot_idx,
+                self._conn_bits,
+                fpar,
+                stim,
+                raise_perm,
             )
         self.boost_factors_ = np.ones(n_col, np.float32)
         self.active_duty_cycles_ = np.zeros(n_col, np.float32)
@@ -385,7 +402,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         radius = state.get("inhibition_radius")
-        self.inhibition_radius_ = self._compute_inhibition_radius() if radius is None else int(radius)
+        self.inhibition_radius_ = (
+            self._compute_inhibition_radius() if radius is None else int(radius)
+        )
 
     def _build_pools(self) -> None:
         rows, cols = np.nonzero(self.potential_)
@@ -464,7 +483,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             or np.issubdtype(arr.dtype, np.floating)
         ):
             raise ParameterError(f"{name} must be a numeric array of 0/1, got dtype {arr.dtype}")
-        if arr.ndim >= 1 and arr.shape[-len(in_dims):] == in_dims and arr.ndim > len(in_dims):
+        if arr.ndim == len(in_dims) + 1 and arr.shape[1:] == in_dims:
             arr = arr.reshape(-1, n_in)
         elif arr.ndim == 2 and arr.shape[1] == n_in:
             pass
@@ -479,6 +498,16 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                 "Binarize images with sdrindex.binarize(images, threshold=128)."
             )
         return np.ascontiguousarray(arr, dtype=np.uint8)
+
+    def _check_pools(self) -> None:
+        """Every potential pool must hold stimulus_threshold synapses (else raising
+        permanences to the threshold could never finish)."""
+        sizes = np.diff(self._pot_ptr)
+        if sizes.size and sizes.min() < float(self.stimulus_threshold):
+            raise ParameterError(
+                f"stimulus_threshold={self.stimulus_threshold!r} is above the smallest potential "
+                f"pool of this SP ({int(sizes.min())} inputs); lower it"
+            )
 
     def _require_fitted(self) -> None:
         if not self._is_initialized():
@@ -555,9 +584,11 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         ----------
         X : array of shape (n_samples, n_inputs) or (n_samples, *input_dimensions), 0/1
         """
+        self._check_params()
         Xc = self._check_inputs(X)
         if not self._is_initialized():
             self._initialize()
+        self._check_pools()
         self._learn(Xc, progress=True)
         return self
 
@@ -583,6 +614,14 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         Like NuPIC, every call (learning or not) advances ``iteration_num_``. When
         ``active_array`` (n_columns,) is given it is filled with 0/1 as NuPIC does.
         """
+        self._check_params()
+        if active_array is not None and (
+            not isinstance(active_array, np.ndarray) or active_array.size != self.n_columns
+        ):
+            raise ParameterError(
+                f"active_array must be a numpy array of {self.n_columns} elements, got "
+                f"{getattr(active_array, 'shape', type(active_array).__name__)}"
+            )
         xv = np.asarray(x)
         if xv.size != self.n_inputs:
             raise ParameterError(
@@ -592,6 +631,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         if not self._is_initialized():
             self._initialize()
         if learn:
+            self._check_pools()
             packed, _ = self._learn(Xc)
         else:
             packed = self._infer(Xc, boosted=False)
@@ -622,7 +662,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         if global_mode:
             nb_ptr, nb_idx = np.zeros(1, np.int64), np.zeros(0, np.int32)
         else:
-            nb_ptr, nb_idx = K.neighbor_table(radius, np.asarray(col_dims, np.int64), bool(self.wrap_around))
+            nb_ptr, nb_idx = K.neighbor_table(
+                radius, np.asarray(col_dims, np.int64), bool(self.wrap_around)
+            )
         w_lo, w_hi = K.pool_word_ranges(self._pot_ptr, self._pot_idx, n_col)
         # Cost model: popcounts over the pools' words vs scattered adds per active input.
         active_inputs = float(X[: min(len(X), 256)].sum(axis=1).mean()) if len(X) else 0.0
@@ -641,7 +683,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             self.boost_factors_,
             bool(boosted),
             float(density),
-            int(density * n_col),
+            K.num_active_global(density, n_col),
             float(self.stimulus_threshold),
             global_mode,
             nb_ptr,
@@ -650,7 +692,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         )
         return out
 
-    def transform(self, X: ArrayLike, packed: bool = False, boosted: bool = False) -> NDArray[np.uint8]:
+    def transform(
+        self, X: ArrayLike, packed: bool = False, boosted: bool = False
+    ) -> NDArray[np.uint8]:
         """Batch inference: the SDR of every row of ``X``; the state does not change.
 
         Parameters
@@ -668,6 +712,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         ndarray of uint8, shape (n_samples, n_columns) or packed as above.
         """
         self._require_fitted()
+        self._check_params()
         Xc = self._check_inputs(X)
         out = self._infer(Xc, boosted=boosted)
         if packed:
@@ -679,7 +724,8 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
 
         For each input, the number of connected synapses from the active columns onto it
         (the forum's ``getConnectedSynapses`` loop, vectorised); with ``weighted=True`` the
-        sum of their permanences instead.
+        sum of the active columns' permanences onto it (over their whole potential pools,
+        connected or not).
 
         Parameters
         ----------
@@ -697,7 +743,14 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             dense = np.zeros((len(sdrs), n_col), np.uint8)
             for r, idx in enumerate(sdrs):
                 idx = np.asarray(idx)
-                if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n_col):
+                if idx.size == 0:
+                    continue
+                if (
+                    idx.ndim != 1
+                    or not np.issubdtype(idx.dtype, np.integer)
+                    or idx.min() < 0
+                    or idx.max() >= n_col
+                ):
                     raise ParameterError(f"active column indices must be integers in [0, {n_col})")
                 dense[r, idx] = 1
         else:
@@ -725,10 +778,14 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
     def connected_synapses(self, column: int) -> NDArray[np.uint8]:
         """The connected synapses of one column as a 0/1 vector of shape (n_inputs,)."""
         self._require_fitted()
-        if isinstance(column, bool) or not isinstance(column, (int, np.integer)) or not (
-            0 <= column < self.n_columns
+        if (
+            isinstance(column, bool)
+            or not isinstance(column, (int, np.integer))
+            or not (0 <= column < self.n_columns)
         ):
-            raise ParameterError(f"column must be an integer in [0, {self.n_columns}), got {column!r}")
+            raise ParameterError(
+                f"column must be an integer in [0, {self.n_columns}), got {column!r}"
+            )
         thr = np.float32(self.syn_perm_connected - PERMANENCE_EPSILON)
         c = int(column)
         return ((self.permanences_[c] >= thr) & (self.potential_[c] != 0)).astype(np.uint8)
@@ -768,20 +825,38 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         if not path.exists():
             raise DataError(f"{path}: no such file; save a SpatialPooler there with sp.save(path)")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with loaded as z:
                 data = {k: z[k] for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation) as exc:
             raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it") from exc
         try:
             meta = json.loads(bytes(data.pop("meta")).decode())
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"{path}: missing or unreadable metadata; re-save it") from exc
-        if meta.get("format") != "sdrindex.SpatialPooler" or meta.get("format_version") != FORMAT_VERSION:
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not a JSON object")
+            params = meta["params"]
+            radius = int(meta["inhibition_radius"])
+            iteration_num = int(meta["iteration_num"])
+            iteration_learn_num = int(meta["iteration_learn_num"])
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: missing or unreadable metadata ({exc}); re-save it") from exc
+        if (
+            meta.get("format") != "sdrindex.SpatialPooler"
+            or meta.get("format_version") != FORMAT_VERSION
+        ):
             raise DataError(
-                f"{path}: unknown format {meta.get('format')!r} version {meta.get('format_version')!r}"
-                f" (this sdrindex reads version {FORMAT_VERSION})"
+                f"{path}: unknown format {meta.get('format')!r} "
+                f"version {meta.get('format_version')!r} "
+                f"(this sdrindex reads version {FORMAT_VERSION})"
             )
-        sp = cls.from_nupic_params(meta["params"])
+        if not isinstance(params, dict):
+            raise DataError(f"{path}: metadata 'params' is not a table; re-save it")
+        try:
+            sp = cls.from_nupic_params(params)
+        except ParameterError as exc:
+            raise DataError(f"{path}: invalid SP parameters ({exc}); re-save it") from exc
         n_col, n_in = sp.n_columns, sp.n_inputs
         shapes = {
             "permanences": (n_col, n_in),
@@ -793,19 +868,24 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         }
         for key, shape in shapes.items():
             if key not in data or data[key].shape != shape:
-                raise DataError(f"{path}: array {key!r} missing or not of shape {shape}; re-save it")
+                raise DataError(
+                    f"{path}: array {key!r} missing or not of shape {shape}; re-save it"
+                )
         pot, prm = data["potential"], data["permanences"]
-        if not np.isin(pot, (0, 1)).all() or not np.isfinite(prm).all() or np.any(prm[pot == 0] != 0):
+        if (
+            not np.isin(pot, (0, 1)).all()
+            or not np.isfinite(prm).all()
+            or np.any(prm[pot == 0] != 0)
+        ):
             raise DataError(f"{path}: inconsistent potential pools / permanences; re-save it")
         sp._set_state(
-            {"potential": pot, "permanences": prm, "inhibition_radius": int(meta["inhibition_radius"])},
+            {"potential": pot, "permanences": prm, "inhibition_radius": radius},
             raise_perm=False,
         )
         sp.boost_factors_ = data["boost_factors"].astype(np.float32)
         sp.active_duty_cycles_ = data["active_duty_cycles"].astype(np.float32)
         sp.overlap_duty_cycles_ = data["overlap_duty_cycles"].astype(np.float32)
         sp.min_overlap_duty_cycles_ = data["min_overlap_duty_cycles"].astype(np.float32)
-        sp.iteration_num_ = int(meta["iteration_num"])
-        sp.iteration_learn_num_ = int(meta["iteration_learn_num"])
+        sp.iteration_num_ = iteration_num
+        sp.iteration_learn_num_ = iteration_learn_num
         return sp
-

@@ -33,12 +33,16 @@ def test_all_five_vectors_present():
 def test_replay(path):
     d = np.load(path, allow_pickle=False)
     sp = SpatialPooler.from_nupic_params(json.loads(str(d["params"])))
-    sp.initialize_state(d["init_potential"], d["init_permanences"], int(d["init_inhibition_radius"]))
+    sp.initialize_state(
+        d["init_potential"], d["init_permanences"], int(d["init_inhibition_radius"])
+    )
     assert sp.inhibition_radius_ == int(d["init_inhibition_radius"])
 
     for t, x in enumerate(d["learn_inputs"]):
         overlaps = sp.overlaps(x[None])[0]
-        np.testing.assert_array_equal(overlaps, d["learn_overlaps"][t], err_msg=f"overlaps, step {t}")
+        np.testing.assert_array_equal(
+            overlaps, d["learn_overlaps"][t], err_msg=f"overlaps, step {t}"
+        )
         active = sp.compute(x, learn=True)
         np.testing.assert_array_equal(
             active, _ragged(d, "learn_active", t), err_msg=f"learning step {t}"
@@ -48,12 +52,16 @@ def test_replay(path):
     batch = sp.transform(infer)
     for t, x in enumerate(infer):
         expected = _ragged(d, "infer_active", t)
-        np.testing.assert_array_equal(sp.compute(x, learn=False), expected, err_msg=f"inference {t}")
+        np.testing.assert_array_equal(
+            sp.compute(x, learn=False), expected, err_msg=f"inference {t}"
+        )
         np.testing.assert_array_equal(np.flatnonzero(batch[t]), expected, err_msg=f"transform {t}")
 
     np.testing.assert_allclose(sp.permanences_, d["final_permanences"], atol=TOL, rtol=0)
     np.testing.assert_allclose(sp.boost_factors_, d["final_boost_factors"], atol=TOL, rtol=0)
-    np.testing.assert_allclose(sp.active_duty_cycles_, d["final_active_duty_cycles"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        sp.active_duty_cycles_, d["final_active_duty_cycles"], atol=TOL, rtol=0
+    )
     np.testing.assert_allclose(
         sp.overlap_duty_cycles_, d["final_overlap_duty_cycles"], atol=TOL, rtol=0
     )
@@ -69,7 +77,9 @@ def test_batch_learning_equals_stepwise(path):
     """partial_fit on the whole batch is the same as one compute(learn=True) per row."""
     d = np.load(path, allow_pickle=False)
     sp = SpatialPooler.from_nupic_params(json.loads(str(d["params"])))
-    sp.initialize_state(d["init_potential"], d["init_permanences"], int(d["init_inhibition_radius"]))
+    sp.initialize_state(
+        d["init_potential"], d["init_permanences"], int(d["init_inhibition_radius"])
+    )
     sp.partial_fit(d["learn_inputs"])
     np.testing.assert_array_equal(sp.permanences_, d["final_permanences"])
     np.testing.assert_array_equal(
