@@ -7,11 +7,15 @@ NuPIC methods each kernel mirrors are given in its docstring.
 
 State layout shared by the kernels (C columns, I inputs, D dimensions):
 
-- ``perm`` (C, I) float32: permanences; zero outside the potential pool.
 - ``pot_ptr`` (C + 1,) int64 and ``pot_idx`` (nnz,) int32: the potential pool of column
   ``c`` is ``pot_idx[pot_ptr[c]:pot_ptr[c + 1]]`` (CSR, ascending).
-- ``conn_bits`` (C, ceil(I / 64)) uint64: the connected synapses of each column as bits,
-  so that an overlap is a popcount of ``conn_bits[c] & packed input``.
+- ``pdata`` (nnz,) float32: the permanences of those synapses, aligned with ``pot_idx``
+  (permanences outside the pool are zero by construction, so they are not stored; a
+  dense (C, I) matrix would be 20 MB for 79x79 columns and turn learning memory-bound).
+- ``conn_bits`` (ceil(I / 64), C) uint64: the connected synapses as bits, word-major, so
+  that the overlaps of a packed input are, word by word, popcounts of
+  ``conn_bits[w] & x[w]`` over all columns at once (a loop LLVM vectorises), and the
+  input's empty words are skipped.
 - ``boost, adc, odc, min_odc`` (C,) float32: boost factors, active / overlap duty cycles,
   minimum overlap duty cycles.
 - ``istate`` int64: [iteration_num, iteration_learn_num, inhibition_radius].
@@ -112,6 +116,22 @@ def neighbor_table(radius, dims, wrap):
 
 
 @nb.njit(**_NJIT)
+def overlaps_from_bits(conn_bits, xbits, acc, ov):
+    """ov[c] = sum over words w of popcount(conn_bits[w, c] & xbits[w])."""
+    acc[:] = 0
+    n_cols = acc.shape[0]
+    for w in range(xbits.shape[0]):
+        xw = xbits[w]
+        if xw == 0:
+            continue
+        row = conn_bits[w]
+        for c in range(n_cols):
+            acc[c] += popcount64(row[c] & xw)
+    for c in range(n_cols):
+        ov[c] = np.int32(acc[c])
+
+
+@nb.njit(**_NJIT)
 def pairwise_sum_f32(a, n):
     """numpy's float32 pairwise summation of ``a[:n]`` (same grouping, same rounding)."""
     if n < 8:
@@ -173,32 +193,87 @@ def num_active_global(density, n_columns):
 
 
 @nb.njit(**_NJIT)
+def kth_largest_key(keys, n, k, hist):
+    """The k-th largest of ``keys[:n]`` (uint32) by a three-pass radix select (11/11/10 bits).
+
+    Non-negative float32 values order like their bit patterns, so this selects floats too,
+    in O(n) whatever the number of ties (quickselect degrades on many equal values).
+    """
+    prefix = np.uint32(0)
+    pmask = np.uint32(0)
+    remaining = k
+    for level in range(3):
+        shift = 21 if level == 0 else (10 if level == 1 else 0)
+        width = np.uint32(0x7FF if level < 2 else 0x3FF)
+        hist[:2048] = 0
+        for j in range(n):
+            key = keys[j]
+            if (key & pmask) == prefix:
+                hist[(key >> np.uint32(shift)) & width] += 1
+        b = np.int64(width)
+        cum = 0
+        while cum + hist[b] < remaining:
+            cum += hist[b]
+            b -= 1
+        remaining -= cum
+        prefix |= np.uint32(b) << np.uint32(shift)
+        pmask |= width << np.uint32(shift)
+    return prefix
+
+
+@nb.njit(**_NJIT)
 def inhibit_global(vals, num_active, stim, out):
     """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
 
     Writes the winners ascending into ``out``; returns their count (NuPIC's
     ``_inhibitColumnsGlobal``, whose stable argsort puts tied higher indices on top).
+    Selecting among the columns >= stim first gives the same set: if more than
+    ``num_active`` columns pass the threshold the top ones all do, else all of them win.
     """
     n = vals.shape[0]
     k = min(num_active, n)
     if k <= 0:
         return 0
-    t = np.partition(vals, n - k)[n - k]
-    greater = 0
+    cand = np.empty(n, np.int64)
+    nc = 0
+    lowest = vals[0]
     for c in range(n):
-        if vals[c] > t:
+        v = vals[c]
+        if v < lowest:
+            lowest = v
+        if v >= stim:
+            cand[nc] = c
+            nc += 1
+    if nc <= k:
+        out[:nc] = cand[:nc]
+        return nc
+    if lowest >= 0:
+        keys = np.empty(nc, np.uint32)
+        bits = vals.view(np.uint32)
+        for j in range(nc):
+            keys[j] = bits[cand[j]]
+        hist = np.empty(2048, np.int64)
+        t_key = kth_largest_key(keys, nc, k, hist)
+        t = np.empty(1, np.uint32)
+        t[0] = t_key
+        t = t.view(vals.dtype)[0]
+    else:
+        sub = np.empty(nc, vals.dtype)
+        for j in range(nc):
+            sub[j] = vals[cand[j]]
+        t = np.partition(sub, nc - k)[nc - k]
+    greater = 0
+    for j in range(nc):
+        if vals[cand[j]] > t:
             greater += 1
     ties = k - greater
     m = 0
-    for c in range(n - 1, -1, -1):
+    for j in range(nc - 1, -1, -1):
+        c = cand[j]
         v = vals[c]
-        take = False
-        if v > t:
-            take = True
-        elif v == t and ties > 0:
-            ties -= 1
-            take = True
-        if take and v >= stim:
+        if v > t or (v == t and ties > 0):
+            if v == t:
+                ties -= 1
             out[m] = c
             m += 1
     out[:m] = out[:m][::-1].copy()
@@ -270,65 +345,62 @@ def inhibit_local(vals, density, stim, nb_ptr, nb_idx, out, flag):
 
 
 @nb.njit(**_NJIT)
-def raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected):
+def raise_to_threshold(c, pdata, pot_ptr, fpar, stim, connected):
     """NuPIC's ``_raisePermanenceToThreshold`` after its clip: while fewer than ``stim``
     permanences exceed the connected threshold, add syn_perm_connected / 10 to the pool."""
     conn_thr = fpar[2]
     below_inc = fpar[4]
-    row = perm[c]
-    if pot_ptr[c + 1] - pot_ptr[c] < stim or below_inc <= 0:
+    a = pot_ptr[c]
+    b = pot_ptr[c + 1]
+    if b - a < stim or below_inc <= 0:
         return  # unreachable threshold: callers validate this; never loop forever
     while connected < stim:
         connected = 0
-        for k in range(pot_ptr[c], pot_ptr[c + 1]):
-            i = np.intp(pot_idx[k])
-            p = row[i] + below_inc
-            row[i] = p
+        for k in range(a, b):
+            p = pdata[k] + below_inc
+            pdata[k] = p
             connected += p > conn_thr
 
 
 @nb.njit(**_NJIT)
-def finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar):
+def finish_column(c, pdata, pot_ptr, pot_idx, conn_bits, fpar):
     """Trim below syn_perm_active_inc / 2, clip to [0, 1], and refresh the connected bits."""
     conn_thr = fpar[2]
     trim = fpar[3]
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    row = perm[c]
-    brow = conn_bits[c]
-    brow[:] = 0
+    for w in range(conn_bits.shape[0]):
+        conn_bits[w, c] = 0
     for k in range(pot_ptr[c], pot_ptr[c + 1]):
         i = np.intp(pot_idx[k])
-        p = row[i]
+        p = pdata[k]
         p = zero if p < trim else p
         p = min(max(p, zero), one)
-        row[i] = p
-        brow[i >> 6] |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
+        pdata[k] = p
+        conn_bits[i >> 6, c] |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
 
 
 @nb.njit(**_NJIT)
-def update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, raise_perm):
+def update_column(c, pdata, pot_ptr, pot_idx, conn_bits, fpar, stim, raise_perm):
     """NuPIC's ``_updatePermanencesForColumn``: optionally clip and raise to the stimulus
     threshold, then trim, clip and refresh the connected bits."""
     if raise_perm:
         conn_thr = fpar[2]
         zero = np.float32(0.0)
         one = np.float32(1.0)
-        row = perm[c]
         connected = 0
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
-            i = np.intp(pot_idx[k])
-            p = min(max(row[i], zero), one)
-            row[i] = p
+            p = min(max(pdata[k], zero), one)
+            pdata[k] = p
             connected += p > conn_thr
-        raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
-    finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
+        raise_to_threshold(c, pdata, pot_ptr, fpar, stim, connected)
+    finish_column(c, pdata, pot_ptr, pot_idx, conn_bits, fpar)
 
 
 @nb.njit(**_NJIT)
-def inhibition_radius_local(perm, pot_ptr, pot_idx, conn_thr, in_coords, col_dims, in_dims):
+def inhibition_radius_local(pdata, pot_ptr, pot_idx, conn_thr, in_coords, col_dims, in_dims):
     """NuPIC's ``_updateInhibitionRadius`` (local): mean connected span x columns per input."""
-    n_cols = perm.shape[0]
+    n_cols = pot_ptr.shape[0] - 1
     nd = in_dims.shape[0]
     mn = np.empty(nd, np.int64)
     mx = np.empty(nd, np.int64)
@@ -340,7 +412,7 @@ def inhibition_radius_local(perm, pot_ptr, pot_idx, conn_thr, in_coords, col_dim
             mx[d] = -1
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
             i = pot_idx[k]
-            if perm[c, i] >= conn_thr:
+            if pdata[k] >= conn_thr:
                 any_conn = True
                 for d in range(nd):
                     v = in_coords[i, d]
@@ -366,7 +438,7 @@ def inhibition_radius_local(perm, pot_ptr, pot_idx, conn_thr, in_coords, col_dim
 @nb.njit(cache=True)
 def learn_steps(
     X,
-    perm,
+    pdata,
     pot_ptr,
     pot_idx,
     conn_bits,
@@ -390,7 +462,7 @@ def learn_steps(
     and, when ``out_overlaps`` has n rows, the raw overlaps (n, C) int32.
     """
     n_steps, n_in = X.shape
-    n_cols = perm.shape[0]
+    n_cols = pot_ptr.shape[0] - 1
     nd = col_dims.shape[0]
     inc = fpar[0]
     dec = fpar[1]
@@ -411,9 +483,9 @@ def learn_steps(
         max_col_dim = max(max_col_dim, col_dims[d])
 
     act_in = np.empty(n_in, np.int64)
-    n_words = conn_bits.shape[1]
+    n_words = conn_bits.shape[0]
     xbits = np.zeros(n_words, np.uint64)
-    w_lo, w_hi = pool_word_ranges(pot_ptr, pot_idx, n_cols)
+    acc = np.zeros(n_cols, np.uint64)
     ov = np.zeros(n_cols, np.int32)
     vals = np.empty(n_cols, np.float32)
     winners = np.empty(n_cols, np.int64)
@@ -442,11 +514,7 @@ def learn_steps(
         for j in range(na):
             i = act_in[j]
             xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
-        for c in range(n_cols):
-            acc = np.uint64(0)
-            for w in range(w_lo[c], w_hi[c]):
-                acc += popcount64(conn_bits[c, w] & xbits[w])
-            ov[c] = np.int32(acc)
+        overlaps_from_bits(conn_bits, xbits, acc, ov)
         if record_ov:
             out_overlaps[t, :] = ov
         for c in range(n_cols):
@@ -467,15 +535,13 @@ def learn_steps(
             c = winners[w]
             is_win[c] = True
             connected = 0
-            row = perm[c]
             for k in range(pot_ptr[c], pot_ptr[c + 1]):
-                i = np.intp(pot_idx[k])
-                p = row[i] + (inc if x[i] != 0 else neg_dec)
+                p = pdata[k] + (inc if x[np.intp(pot_idx[k])] != 0 else neg_dec)
                 p = min(max(p, zero), one)
-                row[i] = p
+                pdata[k] = p
                 connected += p > conn_thr
-            raise_to_threshold(c, perm, pot_ptr, pot_idx, fpar, stim, connected)
-            finish_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar)
+            raise_to_threshold(c, pdata, pot_ptr, fpar, stim, connected)
+            finish_column(c, pdata, pot_ptr, pot_idx, conn_bits, fpar)
 
         # _updateDutyCycles
         period = min(dcp, it)
@@ -488,11 +554,9 @@ def learn_steps(
         # _bumpUpWeakColumns
         for c in range(n_cols):
             if odc[c] < min_odc[c]:
-                row = perm[c]
                 for k in range(pot_ptr[c], pot_ptr[c + 1]):
-                    i = np.intp(pot_idx[k])
-                    row[i] = row[i] + below_inc
-                update_column(c, perm, pot_ptr, pot_idx, conn_bits, fpar, stim, False)
+                    pdata[k] = pdata[k] + below_inc
+                update_column(c, pdata, pot_ptr, pot_idx, conn_bits, fpar, stim, False)
 
         # _updateBoostFactors. The exponential is numpy's own float32 exp (it differs from
         # libm's expf in the last bit for ~40% of inputs, enough to flip boosted-overlap ties).
@@ -520,7 +584,7 @@ def learn_steps(
                 istate[2] = max_col_dim
             else:
                 istate[2] = inhibition_radius_local(
-                    perm, pot_ptr, pot_idx, fpar[2], in_coords, col_dims, in_dims
+                    pdata, pot_ptr, pot_idx, fpar[2], in_coords, col_dims, in_dims
                 )
             radius = istate[2]
             # _updateMinDutyCycles
@@ -553,14 +617,14 @@ def learn_steps(
 
 
 @nb.njit(**_NJIT)
-def connected_csr(perm, pot_ptr, pot_idx, conn_thr, n_inputs):
+def connected_csr(pdata, pot_ptr, pot_idx, conn_thr, n_inputs):
     """Input-major CSR of connected synapses: input i -> columns with perm >= threshold."""
-    n_cols = perm.shape[0]
+    n_cols = pot_ptr.shape[0] - 1
     counts = np.zeros(n_inputs + 1, np.int64)
     for c in range(n_cols):
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
             i = pot_idx[k]
-            if perm[c, i] >= conn_thr:
+            if pdata[k] >= conn_thr:
                 counts[i + 1] += 1
     for i in range(n_inputs):
         counts[i + 1] += counts[i]
@@ -569,22 +633,10 @@ def connected_csr(perm, pot_ptr, pot_idx, conn_thr, n_inputs):
     for c in range(n_cols):
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
             i = pot_idx[k]
-            if perm[c, i] >= conn_thr:
+            if pdata[k] >= conn_thr:
                 cols[fill[i]] = c
                 fill[i] += 1
     return counts, cols
-
-
-@nb.njit(**_NJIT)
-def pool_word_ranges(pot_ptr, pot_idx, n_cols):
-    """Per column, the half-open range of 64-bit input words its potential pool touches."""
-    w_lo = np.zeros(n_cols, np.int64)
-    w_hi = np.zeros(n_cols, np.int64)
-    for c in range(n_cols):
-        if pot_ptr[c + 1] > pot_ptr[c]:
-            w_lo[c] = pot_idx[pot_ptr[c]] >> 6
-            w_hi[c] = (pot_idx[pot_ptr[c + 1] - 1] >> 6) + 1
-    return w_lo, w_hi
 
 
 @nb.njit(parallel=True, **_NJIT)
@@ -592,8 +644,6 @@ def infer_batch(
     X,
     use_bits,
     conn_bits,
-    w_lo,
-    w_hi,
     cptr,
     ccols,
     n_cols,
@@ -616,7 +666,7 @@ def infer_batch(
     """
     n = X.shape[0]
     n_in = X.shape[1]
-    n_words = conn_bits.shape[1]
+    n_words = conn_bits.shape[0]
     chunk = 256
     n_chunks = (n + chunk - 1) // chunk
     for ch in nb.prange(n_chunks):
@@ -626,6 +676,7 @@ def infer_batch(
         winners = np.empty(n_cols, np.int64)
         flag = np.zeros(n_cols, np.bool_)
         xbits = np.zeros(n_words, np.uint64)
+        acc = np.zeros(n_cols, np.uint64)
         start = ch * chunk
         stop = min(n, start + chunk)
         for t in range(start, stop):
@@ -635,11 +686,7 @@ def infer_batch(
                 for i in range(n_in):
                     if x[i] != 0:
                         xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
-                for c in range(n_cols):
-                    acc = np.uint64(0)
-                    for w in range(w_lo[c], w_hi[c]):
-                        acc += popcount64(conn_bits[c, w] & xbits[w])
-                    counts[c] = np.int32(acc)
+                overlaps_from_bits(conn_bits, xbits, acc, counts)
             else:
                 counts[:] = 0
                 for i in range(n_in):
