@@ -799,8 +799,15 @@ def test_saved_file_is_plain_npz(tmp_path: Path):
     sp.save(path)
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    np.testing.assert_array_equal(arrays["permanences"], sp.permanences_)
-    np.testing.assert_array_equal(arrays["potential"], sp.potential_)
+    # Pools are stored as CSR: pointers, input indices, permanences.
+    ptr, idx, perm = arrays["pool_ptr"], arrays["pool_idx"], arrays["pool_perm"]
+    rows = np.repeat(np.arange(sp.n_columns), np.diff(ptr))
+    potential = np.zeros_like(sp.potential_)
+    potential[rows, idx] = 1
+    permanences = np.zeros_like(sp.permanences_)
+    permanences[rows, idx] = perm
+    np.testing.assert_array_equal(potential, sp.potential_)
+    np.testing.assert_array_equal(permanences, sp.permanences_)
     assert all(a.dtype != object for a in arrays.values())
 
 
@@ -861,8 +868,9 @@ def test_load_wrong_format_version_raises_data_error(saved, tmp_path, key, value
 @pytest.mark.parametrize(
     "missing",
     [
-        "permanences",
-        "potential",
+        "pool_ptr",
+        "pool_idx",
+        "pool_perm",
         "boost_factors",
         "active_duty_cycles",
         "overlap_duty_cycles",
@@ -886,12 +894,29 @@ def test_load_wrongly_shaped_array_raises_data_error(saved, tmp_path):
         SpatialPooler.load(bad)
 
 
-def test_load_inconsistent_pools_raises_data_error(saved, tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    ["index out of range", "duplicate input", "short permanences", "pointer decreasing", "nan"],
+)
+def test_load_inconsistent_pools_raises_data_error(saved, tmp_path, damage):
     _, arrays, _ = saved
-    perm = arrays["permanences"].copy()
-    perm[arrays["potential"] == 0] = 0.5
+    ptr, idx, perm = (
+        arrays["pool_ptr"].copy(),
+        arrays["pool_idx"].copy(),
+        arrays["pool_perm"].copy(),
+    )
+    if damage == "index out of range":
+        idx[0] = 10_000
+    elif damage == "duplicate input":
+        idx[1] = idx[0]
+    elif damage == "short permanences":
+        perm = perm[:-1]
+    elif damage == "pointer decreasing":
+        ptr[1], ptr[2] = ptr[2], ptr[1]
+    else:
+        perm[0] = np.nan
     bad = tmp_path / "inconsistent.npz"
-    np.savez(bad, **{**arrays, "permanences": perm})
+    np.savez(bad, **{**arrays, "pool_ptr": ptr, "pool_idx": idx, "pool_perm": perm})
     with pytest.raises(DataError):
         SpatialPooler.load(bad)
 
