@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdrindex.errors import SDRIndexError
+from sdrindex.errors import ParameterError, SDRIndexError
 
 
 def _threshold(value: str):
@@ -77,6 +77,164 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stages:
+    """Per-stage timing for the closing summary."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        print(f"[{name}] ...", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.times[name] = time.perf_counter() - t
+        print(f"[{name}] done in {self.times[name]:.1f} s", file=sys.stderr, flush=True)
+        return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from sdrindex.bundle import Bundle
+    from sdrindex.datasets import binarize
+    from sdrindex.images import load_source
+    from sdrindex.index import SDRIndex
+    from sdrindex.presets import sp_from_config
+    from sdrindex.table import TrainingTable
+
+    if args.epochs < 1:
+        raise ParameterError(f"--epochs must be >= 1, got {args.epochs}")
+    stages = _Stages()
+    sp = sp_from_config(args.config)  # validate the config before any long work
+    data = stages.run("load", load_source, args.data, args.labels, args.limit or None)
+    n = len(data.images)
+    X = binarize(data.images, args.threshold).reshape(n, -1)
+    if X.shape[1] != sp.n_inputs:
+        raise ParameterError(
+            f"the SP expects {sp.n_inputs} inputs but the images have {X.shape[1]} pixels; "
+            "set inputDimensions in --config to the image shape"
+        )
+    stages.run("learn SP", sp.fit, X, epochs=args.epochs)
+    sdrs = stages.run("encode", sp.transform, X, packed=True)
+    table = TrainingTable(data.images, sdrs, sp.n_columns, labels=data.labels)
+    index = stages.run("index", SDRIndex(args.backend).fit, sdrs, sp.n_columns)
+    bundle = Bundle(
+        sp=sp,
+        table=table,
+        index=index,
+        encoder={"threshold": args.threshold, "rule": "pixel >= threshold"},
+        dataset={
+            "source": str(args.data or "mnist"),
+            "description": data.description,
+            "n_items": n,
+            "skipped_files": len(data.skipped),
+            "labels": data.labels is not None,
+        },
+    )
+    out = stages.run("save", bundle.save, args.out)
+    counts = np.unpackbits(sdrs, axis=1, count=sp.n_columns).sum(axis=1)
+    total = sum(stages.times.values())
+    print(f"bundle: {out}")
+    print(f"items: {n}" + (f" ({len(data.skipped)} files skipped)" if data.skipped else ""))
+    print(
+        f"SP: {sp.n_columns} columns, {counts.mean():.1f} active on average "
+        f"(sparsity {counts.mean() / sp.n_columns:.4f}, min {counts.min()}, max {counts.max()})"
+    )
+    print(
+        "seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in stages.times.items())
+        + f"; total {total:.1f}"
+    )
+    return 0
+
+
+def _load_query_images(paths: list[str]) -> tuple[np.ndarray, list[str]]:
+    from sdrindex.images import load_image_file
+
+    if not paths:
+        raise ParameterError("give at least one image file")
+    return np.stack([load_image_file(p) for p in paths]), list(paths)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from sdrindex.bundle import Bundle
+    from sdrindex.images import load_folder
+
+    images_list, names = [], []
+    for p in args.images:
+        if Path(p).is_dir():
+            got = load_folder(p)
+            images_list.append(got.images)
+            names += got.names
+        else:
+            imgs, nm = _load_query_images([p])
+            images_list.append(imgs)
+            names += nm
+    images = np.concatenate(images_list)
+    bundle = Bundle.load(args.dir)
+    if bundle.table.labels is not None and args.label is None:
+        raise ParameterError("this bundle has labels: pass --label L for the added images")
+    if bundle.table.labels is None and args.label is not None:
+        raise ParameterError("this bundle has no labels: add without --label")
+    lab = None if args.label is None else np.full(len(images), args.label, np.int64)
+    ids = bundle.add(images, lab)
+    out = bundle.save(args.dir)
+    for name, i in zip(names, ids, strict=True):
+        print(f"{name}: id {int(i)}")
+    print(f"added {len(ids)} items; bundle now holds {len(bundle.table)} ({out})")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import json
+
+    from sdrindex.bundle import Bundle
+
+    if args.k < 1:
+        raise ParameterError(f"-k must be >= 1, got {args.k}")
+    images, names = _load_query_images(args.images)
+    bundle = Bundle.load(args.dir)
+    sdrs = bundle.encode(images)
+    ids, overlaps = bundle.index.query(sdrs, args.k)
+    labels = bundle.table.labels
+    results = []
+    for q, name in enumerate(names):
+        matches = []
+        for i, ov in zip(ids[q], overlaps[q], strict=True):
+            if i < 0:
+                continue
+            pos = bundle.table.positions([int(i)])[0]
+            lab = None if labels is None else int(labels[pos])
+            matches.append({"id": int(i), "label": lab, "overlap": int(ov)})
+        results.append({"query": name, "matches": matches})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(r["query"])
+            for m in r["matches"]:
+                lab = "-" if m["label"] is None else m["label"]
+                print(f"  id {m['id']:>7}  label {lab}  overlap {m['overlap']}")
+    if args.figure:
+        from sdrindex.plots import matches_figure
+
+        stored = [
+            bundle.table.images[bundle.table.positions([m["id"] for m in r["matches"]])]
+            for r in results
+        ]
+        matches_figure(images, stored, results, args.figure)
+        print(f"wrote {args.figure}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from sdrindex.bundle import Bundle
+
+    bundle = Bundle.load(args.dir, verify=not args.no_verify)
+    print(json.dumps(bundle.summary(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sdrindex",
@@ -112,6 +270,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load-sp", type=Path, help="use a saved SP instead of learning one")
     g.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     g.set_defaults(func=cmd_figure)
+
+    b = sub.add_parser("build", help="batch offline indexing: learn the SP, encode, index, save")
+    b.add_argument("--out", required=True, type=Path, help="bundle directory")
+    b.add_argument(
+        "--data",
+        default=None,
+        help="mnist (default: bundled training set), mnist-test, an IDX image file, "
+        "a folder of PNG/JPEG images, or an .npy array (n, H, W)",
+    )
+    b.add_argument("--labels", default=None, help="labels for an IDX/.npy source (IDX or .npy)")
+    b.add_argument("--limit", type=int, default=0, help="use the first N images only")
+    b.add_argument(
+        "--config", default=None, help="SP preset or TOML/JSON file (default htmcore-mnist)"
+    )
+    b.add_argument("--backend", choices=("nndescent", "exact"), default="nndescent")
+    b.add_argument("--epochs", type=int, default=1)
+    b.add_argument("--threshold", type=_threshold, default=128, help="pixel >= T is on (or 'mean')")
+    b.set_defaults(func=cmd_build)
+
+    a = sub.add_parser("add", help="append images to a bundle (atomic)")
+    a.add_argument("dir", type=Path, help="bundle directory")
+    a.add_argument("images", nargs="+", help="image files or folders")
+    a.add_argument("--label", type=int, default=None, help="label of the added images")
+    a.set_defaults(func=cmd_add)
+
+    q = sub.add_parser("query", help="nearest stored items of images, by SDR overlap")
+    q.add_argument("dir", type=Path, help="bundle directory")
+    q.add_argument("images", nargs="+", help="image files")
+    q.add_argument("-k", type=int, default=5, help="matches per image (default 5)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--figure", type=Path, help="write a side-by-side PNG")
+    q.set_defaults(func=cmd_query)
+
+    i = sub.add_parser("info", help="describe a bundle")
+    i.add_argument("dir", type=Path)
+    i.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
+    i.set_defaults(func=cmd_info)
     return p
 
 

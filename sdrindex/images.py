@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from sdrindex.errors import DataError
+from sdrindex.errors import DataError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def normalize_digit(image, name: str = "image") -> NDArray[np.uint8]:
         elif arr.ndim == 2:
             gray = arr.astype(np.float64)
         else:
-            raise DataError(f"{name}: expected a grey (H, W) or colour (H, W, 3|4) image, got {arr.shape}")
+            raise DataError(
+                f"{name}: expected a grey (H, W) or colour (H, W, 3|4) image, got {arr.shape}"
+            )
     if gray.size == 0:
         raise DataError(f"{name}: the image has no pixels")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -81,7 +83,9 @@ def normalize_digit(image, name: str = "image") -> NDArray[np.uint8]:
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     small = np.asarray(
-        Image.fromarray(crop.astype(np.float32), mode="F").resize((nw, nh), Image.Resampling.LANCZOS),
+        Image.fromarray(crop.astype(np.float32), mode="F").resize(
+            (nw, nh), Image.Resampling.LANCZOS
+        ),
         dtype=np.float64,
     )
     small = np.clip(small, 0, 255)
@@ -179,3 +183,73 @@ def load_folder(folder: str | Path) -> ImageSet:
         skipped=skipped,
         description=f"folder {folder} ({len(images)} images)",
     )
+
+
+def load_source(
+    source: str | Path | None, labels: str | Path | None = None, limit: int | None = None
+) -> ImageSet:
+    """The images ``sdrindex build`` indexes, from any of the supported sources.
+
+    - ``None`` / ``"mnist"``: the bundled MNIST training set (``"mnist-test"``: test set);
+    - an IDX image file (gz or raw), with an optional IDX or ``.npy`` label file;
+    - a folder of images (labels from sub-folder names when present);
+    - an ``.npy`` array of shape (n, H, W) uint8 (other sizes than 28x28 are normalised).
+    """
+    from sdrindex.datasets import load_mnist, read_idx
+
+    def cut(arr):
+        return arr if not limit else arr[:limit]
+
+    if source is None or str(source) in ("mnist", "mnist-train", "mnist-test"):
+        split = "test" if str(source) == "mnist-test" else "train"
+        images, labs = load_mnist(split)
+        return ImageSet(cut(images), cut(labs.astype(np.int64)), [], [], f"MNIST {split} (bundled)")
+    path = Path(source)
+    if path.is_dir():
+        if labels is not None:
+            raise ParameterError("--labels goes with an IDX or .npy source, not a folder")
+        result = load_folder(path)
+        if limit:
+            result.images = result.images[:limit]
+            result.names = result.names[:limit]
+            if result.labels is not None:
+                result.labels = result.labels[:limit]
+        return result
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder; --data takes mnist, an IDX file, a folder of "
+            "images or an .npy array"
+        )
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
+    else:
+        arr = read_idx(path)
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise DataError(f"{path}: expected images of shape (n, H, W), got {arr.shape}")
+    arr = cut(arr)
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number) or arr.min() < 0 or arr.max() > 255:
+            raise DataError(f"{path}: pixel values must be 0..255, got dtype {arr.dtype}")
+        arr = arr.astype(np.uint8)
+    if arr.shape[1:] != (28, 28):
+        arr = np.stack([normalize_digit(a, f"{path}[{i}]") for i, a in enumerate(arr)])
+    labs = None
+    if labels is not None:
+        lpath = Path(labels)
+        if lpath.suffix == ".npy":
+            try:
+                labs = np.load(lpath, allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{lpath}: not a readable .npy array ({exc})") from exc
+        else:
+            labs = read_idx(lpath)
+        labs = cut(np.asarray(labs))
+        if labs.shape != (arr.shape[0],) or not np.issubdtype(labs.dtype, np.integer):
+            raise DataError(
+                f"{lpath}: expected {arr.shape[0]} integer labels, got {labs.shape} {labs.dtype}"
+            )
+        labs = labs.astype(np.int64)
+    return ImageSet(arr, labs, [], [], f"{path.name} ({arr.shape[0]} images)")

@@ -72,3 +72,34 @@ def comparison_figure(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def matches_figure(queries: NDArray, stored: list[NDArray], results: list[dict], out) -> Path:
+    """One row per query: the normalised query image, then its matches with overlaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(queries)
+    k = max((len(s) for s in stored), default=0)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.3 * (k + 1) + 0.5, 1.5 * n), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(queries[r], cmap="gray_r")
+        axes[r, 0].set_title("query", fontsize=8)
+        for j in range(k):
+            ax = axes[r, j + 1]
+            if j < len(stored[r]):
+                m = results[r]["matches"][j]
+                ax.imshow(stored[r][j], cmap="gray_r")
+                lab = "" if m["label"] is None else f"label {m['label']}, "
+                ax.set_title(f"{lab}ov {m['overlap']}", fontsize=7)
+            ax.axis("off")
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
