@@ -281,7 +281,7 @@ class Bundle:
         try:
             sp = SpatialPooler.load(vdir / "sp.npz")
         except DataError as exc:
-            raise BundleError(f"{vdir / 'sp.npz'}: {exc}") from exc
+            raise BundleError(str(exc)) from exc
         table = TrainingTable.load(vdir / "table", mmap=mmap)
         index = SDRIndex.load(vdir / "index", mmap=mmap)
         decoder = None
