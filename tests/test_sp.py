@@ -79,7 +79,7 @@ def state_of(sp: SpatialPooler) -> dict[str, Any]:
     """Every attribute of the estimator (parameters, learned state, private buffers), copied."""
     out = {}
     for key, value in vars(sp).items():
-        if key == "_perm_dense":  # a lazily built view of _perm_data, not state
+        if key in ("_perm_dense", "_csr_cache", "_state_token"):  # caches, not state
             continue
         if isinstance(value, np.ndarray):
             out[key] = value.copy()
