@@ -42,6 +42,7 @@ case "$cmd" in
   test)
     shift || true
     ensure_env
+    bash scripts/install_browser.sh >/dev/null  # Debian's Chromium for the demo-page test
     exec .venv/bin/python -m pytest -q "$@"
     ;;
   *)

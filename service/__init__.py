@@ -1,0 +1,23 @@
+"""The sdrindex HTTP service: FastAPI over a bundle (``create_app``), ``sdrindex serve``.
+
+``create_app`` and ``Settings`` are imported on first use, so that ``service.serve`` (the
+``sdrindex serve`` command) can be imported by the CLI without loading FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["create_app", "Settings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from service.app import create_app
+
+        return create_app
+    if name == "Settings":
+        from service.settings import Settings
+
+        return Settings
+    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""The service's configuration: environment variables with the ``SDRINDEX_`` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where ``sdrindex serve`` and the service look for (and first build) the bundle.
+DEFAULT_BUNDLE = Path("bundles/mnist")
+
+
+class Settings(BaseSettings):
+    """Service settings; every field reads ``SDRINDEX_<NAME>`` from the environment.
+
+    ``SDRINDEX_BUNDLE`` is the bundle directory, ``SDRINDEX_API_KEY`` the key that
+    ``POST /v1/items`` requires (``Authorization: Bearer <key>``; unset: writes are disabled),
+    and the rest are the limits every request is held to.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SDRINDEX_", extra="ignore")
+
+    bundle: Path = Field(DEFAULT_BUNDLE, description="bundle directory (its `current` link)")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer key for POST /v1/items; unset or empty disables writes"
+    )
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    max_k: int = Field(100, ge=1, le=10_000, description="largest k a query may ask for")
+    max_batch: int = Field(256, ge=1, le=100_000, description="queries per /v1/search/batch")
+    max_add: int = Field(256, ge=1, le=100_000, description="items per POST /v1/items")
+    max_image_pixels: int = Field(
+        16_000_000, ge=784, description="uploads with more pixels (width x height) get 413"
+    )
+    knn_k: int = Field(10, ge=1, le=1000, description="neighbours blended by the knn method")
+    label_k: int = Field(5, ge=1, le=1000, description="neighbours voting for predicted_label")
+    threads: int = Field(8, ge=1, le=256, description="threads per worker for CPU-bound work")
+    numba_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="numba threads per request thread (workers already use the cores; "
+        "more threads only add start-up cost to single queries)",
+    )
+    verify_on_reload: bool = Field(
+        False,
+        description="verify checksums when a worker reloads a version another worker wrote "
+        "(the first load always verifies)",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is None or not v.get_secret_value() else v
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self.api_key is not None

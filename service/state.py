@@ -1,0 +1,398 @@
+"""The bundle a worker serves: loading, warming, reloading and writing.
+
+A worker holds one immutable :class:`Loaded` snapshot (the bundle plus what is built from
+it: reconstructors, the label readout) and replaces it whole, so a request that started on
+one version finishes on it. Before answering, a request looks at the bundle's ``current``
+link (one ``readlink``); when another worker (or ``sdrindex add``) made a new version, the
+worker loads it first, so an item added through any worker is found by the next query to
+every worker.
+
+Writes (``POST /v1/items``) never touch the served snapshot: the writer loads a private
+copy of the newest version, adds to it and saves it as a new version (atomic, see
+:mod:`sdrindex.bundle`), under a lock file that serialises the service's writers across
+worker processes, then switches to that version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sdrindex.bundle import CURRENT, Bundle, resolve_version
+from sdrindex.errors import BundleError, SDRIndexError
+from service.errors import ApiError
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+#: Lock file (in the bundle directory) serialising the service's read-add-save cycles.
+WRITE_LOCK = ".service-write.lock"
+#: Methods that read only the SP and the decoder arrays (kept across versions sharing them).
+_SP_ONLY = ("backprojection", "decoder")
+
+
+@dataclass
+class Loaded:
+    """One version of the bundle and everything built from it (never mutated)."""
+
+    bundle: Bundle
+    version: str
+    n_columns: int
+    image_shape: tuple[int, int]
+    column_dims: tuple[int, ...]
+    reconstructors: dict[str, Any]
+    unavailable: dict[str, str]
+    labeler: Any | None
+    label_method: str | None
+    encoder: Any  # service.encoding.ServingEncoder
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.bundle.table)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.bundle.table.labels is not None
+
+    def methods(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, rec in self.reconstructors.items():
+            if isinstance(rec, Deferred) and rec.error is not None:
+                out[name] = {"available": False, "reason": rec.error}
+            elif isinstance(rec, Deferred) and not rec.built:
+                out[name] = {"available": True, "detail": "being prepared"}
+            else:
+                out[name] = {"available": True}
+        for name, why in self.unavailable.items():
+            out[name] = {"available": False, "reason": why}
+        return out
+
+    def reconstructor(self, name: str) -> Any:
+        rec = self.reconstructors[name]
+        return rec.get() if isinstance(rec, Deferred) else rec
+
+
+def _file_sha(bundle: Bundle, rel: str) -> str | None:
+    info = (bundle.manifest.get("files") or {}).get(rel)
+    return info.get("sha256") if isinstance(info, dict) else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Deferred:
+    """A reconstructor built on first use (or by the background warm-up after ready)."""
+
+    def __init__(self, name: str, factory: Any) -> None:
+        self.name = name
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: str | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._value is not None or self._error is not None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._value is None and self._error is None:
+                try:
+                    self._value = self._factory()
+                except (SDRIndexError, ValueError) as exc:
+                    self._error = str(exc)
+            if self._error is not None:
+                raise ApiError(
+                    422, f"method {self.name!r} is not available for this bundle: {self._error}"
+                )
+            return self._value
+
+
+class BundleService:
+    """Holds the served bundle of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = Path(settings.bundle)
+        self.status = "starting"  # starting -> loading -> ready | failed
+        self.reason: str | None = "the service is starting"
+        self.reload_error: str | None = None
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self._loaded: Loaded | None = None
+        self._linked = True  # the bundle path has a `current` link (not a version dir)
+        self._reload_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._samples_lock = threading.Lock()
+        self._samples: tuple[str, NDArray[np.uint8], NDArray[np.int64] | None] | None = None
+        #: Serialises numba's parallel kernels when its threading layer is not thread-safe.
+        self.compute_lock: threading.Lock | None = None
+
+    # ------------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Load and warm the bundle (run in a background thread at start-up)."""
+        self.status, self.reason = "loading", f"loading the bundle {self.root}"
+        t0 = time.perf_counter()
+        try:
+            vdir = resolve_version(self.root)
+            self._linked = vdir.resolve() != self.root.resolve()
+            bundle = Bundle.load(self.root, verify=True)
+            loaded = self._prepare(bundle, previous=None)
+            self._warm(loaded, check=True)
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz, the worker stays up
+            log.exception("could not load the bundle %s", self.root)
+            self.status, self.reason = "failed", f"could not load the bundle {self.root}: {exc}"
+            return
+        self._loaded = loaded
+        self.ready_at = time.time()
+        self.status, self.reason = "ready", None
+        log.info(
+            "bundle %s (%s, %d items) loaded and warmed in %.2f s",
+            self.root,
+            loaded.version,
+            loaded.n_items,
+            time.perf_counter() - t0,
+        )
+        self.build_deferred(loaded)
+
+    def build_deferred(self, loaded: Loaded) -> None:
+        """Build (and run once) the methods left for after start-up."""
+        for rec in loaded.reconstructors.values():
+            if isinstance(rec, Deferred) and not rec.built:
+                t0 = time.perf_counter()
+                try:
+                    made = rec.get()
+                    made.reconstruct(np.asarray(loaded.bundle.table.sdrs[:1]))
+                    log.info("method %s ready in %.1f s", rec.name, time.perf_counter() - t0)
+                except ApiError as exc:
+                    log.warning("%s", exc.detail)
+
+    def _prepare(self, bundle: Bundle, previous: Loaded | None) -> Loaded:
+        from sdrindex.reconstruct import RECONSTRUCTORS, make_reconstructor
+        from service.encoding import ServingEncoder
+
+        same_sp = previous is not None and (
+            _file_sha(bundle, "sp.npz") == _file_sha(previous.bundle, "sp.npz")
+            and _file_sha(bundle, "decoder/weights.npz")
+            == _file_sha(previous.bundle, "decoder/weights.npz")
+        )
+        dec = bundle.decoder or {}
+        recs: dict[str, Any] = {}
+        unavailable: dict[str, str] = {}
+        for name in RECONSTRUCTORS:
+            params = {"k": self.settings.knn_k} if name == "knn" else {}
+            if name in _SP_ONLY and same_sp and name in previous.reconstructors:
+                # It reads only the SP and the decoder arrays, which did not change.
+                recs[name] = previous.reconstructors[name]
+                continue
+            if name in _SP_ONLY and same_sp and name in previous.unavailable:
+                unavailable[name] = previous.unavailable[name]
+                continue
+            if name == "backprojection" and "backprojection_connected_scale" not in dec:
+                # Calibrated when made (seconds): build it after the service is ready.
+                recs[name] = Deferred(name, partial(make_reconstructor, name, bundle, **params))
+                continue
+            try:
+                recs[name] = make_reconstructor(name, bundle, **params)
+            except (SDRIndexError, ValueError) as exc:
+                unavailable[name] = str(exc)
+        labeler, label_method = self._labeler(bundle)
+        images = np.asarray(bundle.table.images)
+        dims = tuple(int(d) for d in bundle.sp.column_dimensions)
+        return Loaded(
+            bundle=bundle,
+            version=Path(bundle.path).name if bundle.path else str(self.root),
+            n_columns=int(bundle.sp.n_columns),
+            image_shape=(int(images.shape[1]), int(images.shape[2])),
+            column_dims=dims,
+            reconstructors=recs,
+            unavailable=unavailable,
+            labeler=labeler,
+            label_method=label_method,
+            encoder=ServingEncoder(bundle),
+        )
+
+    def _labeler(self, bundle: Bundle) -> tuple[Any | None, str | None]:
+        from sdrindex.reconstruct import make_labeler
+
+        if bundle.table.labels is None:
+            return None, None
+        dec = bundle.decoder or {}
+        if "logistic_coef" in dec:  # a stored readout (never trained here: minutes)
+            try:
+                return make_labeler("logistic", bundle), "logistic"
+            except (SDRIndexError, ValueError, KeyError, IndexError) as exc:
+                log.warning("stored logistic readout unusable (%s); using knn votes", exc)
+        return make_labeler("knn", bundle, k=self.settings.label_k), "knn"
+
+    def _warm(self, loaded: Loaded, check: bool) -> None:
+        """Run every code path once (numba's cache, page cache); check the encoder."""
+        import numba
+
+        b = loaded.bundle
+        n = min(16, loaded.n_items)
+        images = np.asarray(b.table.images[:n])
+        loaded.encoder.check(images)
+        packed = loaded.encoder.encode(images)
+        if check and not np.array_equal(packed, np.asarray(b.table.sdrs[:n])):
+            log.warning(
+                "the SP's SDRs of the first %d stored images differ from the stored ones: "
+                "was the bundle built with another version of sdrindex?",
+                n,
+            )
+        loaded.encoder.encode(images[:1])
+        ids, ov = b.index.query(packed, max(10, self.settings.knn_k, self.settings.label_k))
+        b.index.query(packed[:1], 1)
+        for rec in loaded.reconstructors.values():
+            if not isinstance(rec, Deferred):
+                rec.reconstruct(packed[:1])
+        if loaded.labeler is not None:
+            predict(loaded, packed[:1], ids[:1], ov[:1])
+        try:
+            layer = numba.threading_layer()
+        except ValueError:
+            layer = None
+        if layer == "workqueue" and self.compute_lock is None:
+            log.warning("numba's threading layer is workqueue: parallel kernels serialised")
+            self.compute_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ serving
+
+    def ready(self) -> bool:
+        return self.status == "ready" and self._loaded is not None
+
+    def current(self) -> Loaded:
+        """The snapshot to answer with: the newest version of the bundle."""
+        loaded = self._loaded
+        if loaded is None or self.status != "ready":
+            raise ApiError(503, f"not ready: {self.reason}", {"Retry-After": "2"})
+        if self._linked:
+            try:
+                target = os.readlink(self.root / CURRENT)
+            except OSError:
+                return loaded
+            if os.path.basename(target) != loaded.version:
+                loaded = self._reload()
+        return loaded
+
+    def _reload(self) -> Loaded:
+        with self._reload_lock:
+            loaded = self._loaded
+            assert loaded is not None
+            try:
+                target = os.path.basename(os.readlink(self.root / CURRENT))
+            except OSError:
+                return loaded
+            if target == loaded.version:
+                return loaded  # another thread reloaded while this one waited
+            last: Exception | None = None
+            for _attempt in range(5):
+                try:
+                    bundle = Bundle.load(self.root, verify=self.settings.verify_on_reload)
+                    new = self._prepare(bundle, previous=loaded)
+                    self._warm(new, check=False)
+                except (BundleError, OSError) as exc:
+                    # A writer may have removed the version between resolving and reading.
+                    last = exc
+                    time.sleep(0.05)
+                    continue
+                self._loaded = new
+                self.reload_error = None
+                if any(
+                    isinstance(r, Deferred) and not r.built for r in new.reconstructors.values()
+                ):
+                    threading.Thread(target=self.build_deferred, args=(new,), daemon=True).start()
+                log.info("switched to bundle version %s (%d items)", new.version, new.n_items)
+                return new
+            self.reload_error = f"could not load the new version {target}: {last}"
+            log.error("%s; still serving %s", self.reload_error, loaded.version)
+            return loaded
+
+    def encode(self, loaded: Loaded, images: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        lock = self.compute_lock
+        if lock is None:
+            return loaded.encoder.encode(images)
+        with lock:
+            return loaded.encoder.encode(images)
+
+    def query(self, loaded: Loaded, packed: NDArray[np.uint8], k: int):
+        lock = self.compute_lock
+        if lock is None or packed.shape[0] == 1:
+            return loaded.bundle.index.query(packed, k)
+        with lock:
+            return loaded.bundle.index.query(packed, k)
+
+    # ------------------------------------------------------------------ writes
+
+    def add_items(
+        self, images: NDArray[np.uint8], labels: NDArray[np.int64] | None
+    ) -> tuple[NDArray[np.int64], Loaded]:
+        """Append items to the bundle on disk (a new version) and serve that version."""
+        if not self._linked:
+            raise ApiError(
+                409,
+                f"{self.root} is a single bundle version, not a bundle directory with a "
+                "`current` link: the service cannot add to it",
+            )
+        with self._write_lock, _file_lock(self.root / WRITE_LOCK):
+            bundle = Bundle.load(self.root, verify=True)
+            has_labels = bundle.table.labels is not None
+            if has_labels and labels is None:
+                raise ApiError(422, "this bundle has labels: give a `label` for every image")
+            if not has_labels and labels is not None:
+                raise ApiError(422, "this bundle has no labels: add images without `label`")
+            ids = bundle.add(images, labels)
+            bundle.save(self.root)
+            del bundle
+        return ids, self.current()
+
+    # ------------------------------------------------------------------ samples
+
+    def samples(self) -> tuple[str, NDArray[np.uint8], NDArray[np.int64] | None]:
+        """Images for the demo's "random test digit": MNIST's test set, else the bundle."""
+        with self._samples_lock:
+            if self._samples is None:
+                try:
+                    from sdrindex.datasets import load_mnist
+
+                    images, labels = load_mnist("test")
+                    self._samples = ("mnist-test", images, labels.astype(np.int64))
+                except (SDRIndexError, OSError) as exc:
+                    log.info("MNIST test set unavailable (%s); samples come from the bundle", exc)
+                    self._samples = ("bundle", np.zeros((0, 28, 28), np.uint8), None)
+            return self._samples
+
+
+def predict(loaded: Loaded, packed: NDArray[np.uint8], ids, overlaps) -> NDArray[np.int64] | None:
+    """Predicted labels of the queries (None when the bundle has no labels)."""
+    lab = loaded.labeler
+    if lab is None:
+        return None
+    if hasattr(lab, "predict_from_neighbours") and ids.shape[1] >= getattr(lab, "k", 1):
+        return lab.predict_from_neighbours(ids, overlaps)
+    return lab.predict(packed)
