@@ -92,18 +92,45 @@ class _Stages:
         return out
 
 
+def train_decoders(bundle, verbose: bool = False) -> dict[str, np.ndarray]:
+    """Everything ``build --decoder`` stores in ``bundle.decoder`` (arrays, no pickle).
+
+    The back-projection calibration (connected and weighted), the Ridge and MLP decoders
+    (:func:`sdrindex.reconstruct.train_decoder`) and, with labels, the logistic readout.
+    """
+    from sdrindex.reconstruct import fit_backprojection, fit_logistic, train_decoder
+
+    arrays: dict[str, np.ndarray] = {}
+    steps = [
+        ("back-projection calibration", lambda: fit_backprojection(bundle, weighted=False)),
+        ("back-projection calibration (weighted)", lambda: fit_backprojection(bundle, True)),
+        ("ridge decoder", lambda: train_decoder(bundle, "ridge")),
+        ("mlp decoder", lambda: train_decoder(bundle, "mlp")),
+    ]
+    if bundle.table.labels is not None:
+        steps.append(("logistic readout", lambda: fit_logistic(bundle)))
+    for name, fn in steps:
+        t = time.perf_counter()
+        arrays.update(fn())
+        if verbose:
+            print(f"  {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    return arrays
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.bundle import Bundle
     from sdrindex.datasets import binarize
     from sdrindex.images import load_source
     from sdrindex.index import SDRIndex
-    from sdrindex.presets import sp_from_config
+    from sdrindex.presets import sp_from_config, threshold_for
     from sdrindex.table import TrainingTable
 
     if args.epochs < 1:
         raise ParameterError(f"--epochs must be >= 1, got {args.epochs}")
     stages = _Stages()
     sp = sp_from_config(args.config)  # validate the config before any long work
+    if args.threshold is None:
+        args.threshold = threshold_for(args.config)
     data = stages.run("load", load_source, args.data, args.labels, args.limit or None)
     n = len(data.images)
     X = binarize(data.images, args.threshold).reshape(n, -1)
@@ -129,6 +156,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             "labels": data.labels is not None,
         },
     )
+    if args.decoder:
+        bundle.decoder = stages.run("train decoder", train_decoders, bundle, verbose=True)
     out = stages.run("save", bundle.save, args.out)
     counts = np.unpackbits(sdrs, axis=1, count=sp.n_columns).sum(axis=1)
     total = sum(stages.times.values())
@@ -235,6 +264,48 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sdrindex.bundle import Bundle
+    from sdrindex.evaluate import evaluate, write_report
+    from sdrindex.index import BACKENDS
+
+    if args.limit < 0 or args.k < 1 or args.k_blend < 1:
+        raise ParameterError("--limit must be >= 0 and -k, --k-blend >= 1")
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise ParameterError(f"--backends takes a comma-separated subset of {', '.join(BACKENDS)}")
+    bundle = Bundle.load(args.dir)
+    report = evaluate(
+        bundle,
+        limit=args.limit or None,
+        k_vote=args.k,
+        k_blend=args.k_blend,
+        mp_limit=args.mp_limit or None,
+        backends=backends,
+        data_dir=args.data_dir,
+        verbose=True,
+    )
+    paths = write_report(report, args.out)
+    print(paths["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from sdrindex.evaluate import format_sweep, load_grid, sweep
+
+    spec = load_grid(args.grid)
+    rows = sweep(spec, data_dir=args.data_dir, verbose=True)
+    print(format_sweep(rows))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sdrindex",
@@ -282,11 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", default=None, help="labels for an IDX/.npy source (IDX or .npy)")
     b.add_argument("--limit", type=int, default=0, help="use the first N images only")
     b.add_argument(
-        "--config", default=None, help="SP preset or TOML/JSON file (default htmcore-mnist)"
+        "--config", default=None, help="SP preset or TOML/JSON file (default sdrindex-mnist)"
     )
     b.add_argument("--backend", choices=("nndescent", "exact"), default="nndescent")
     b.add_argument("--epochs", type=int, default=1)
-    b.add_argument("--threshold", type=_threshold, default=128, help="pixel >= T is on (or 'mean')")
+    b.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="pixel >= T is on (or 'mean'); default: the preset's (64 for sdrindex-mnist), "
+        "else 128",
+    )
+    b.add_argument(
+        "--decoder",
+        action="store_true",
+        help="also train and store the learned decoders (Ridge, MLP), the back-projection "
+        "calibration and the logistic label readout",
+    )
     b.set_defaults(func=cmd_build)
 
     a = sub.add_parser("add", help="append images to a bundle (atomic)")
@@ -303,10 +386,43 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--figure", type=Path, help="write a side-by-side PNG")
     q.set_defaults(func=cmd_query)
 
+    e = sub.add_parser(
+        "evaluate", help="reconstruction, classification, index and noise report on MNIST test"
+    )
+    e.add_argument("dir", type=Path, help="bundle directory (built from MNIST training images)")
+    e.add_argument("--limit", type=int, default=0, help="use the first N test images only")
+    e.add_argument("--out", type=Path, default=Path("out/evaluation"), help="report folder")
+    e.add_argument("-k", type=int, default=5, help="neighbours in the k-NN label vote")
+    e.add_argument("--k-blend", type=int, default=10, help="neighbours in the knn blend")
+    e.add_argument(
+        "--mp-limit",
+        type=int,
+        default=2000,
+        help="run matching pursuit (slow) on the first N queries only; 0 = all (default 2000)",
+    )
+    e.add_argument(
+        "--backends",
+        default="exact,nndescent",
+        help="index backends measured in the index section, comma-separated "
+        "(default exact,nndescent)",
+    )
+    e.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
+    e.set_defaults(func=cmd_evaluate)
+
+    w = sub.add_parser("sweep", help="learn a grid of SP configs on MNIST and compare them")
+    w.add_argument("--grid", required=True, type=Path, help="TOML or JSON grid file")
+    w.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    w.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
+    w.set_defaults(func=cmd_sweep)
+
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("dir", type=Path)
     i.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
     i.set_defaults(func=cmd_info)
+
+    from service.serve import add_parser as add_serve  # no FastAPI import until it runs
+
+    add_serve(sub)
     return p
 
 
