@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # sdrindex set-up in one command each:
-#   ./run.sh        create/refresh .venv, install, learn the SP on MNIST, write out/figure.png
-#   ./run.sh test   create/refresh .venv, run the test suite
-# Extra arguments after `test` go to pytest (e.g. ./run.sh test -m slow).
+#   ./run.sh         create/refresh .venv, install, build the default MNIST bundle on first
+#                    start (bundles/mnist), serve it on http://127.0.0.1:8000 (demo page at /)
+#   ./run.sh test    create/refresh .venv, run the test suite
+# Also: ./run.sh figure (learn the SP, write out/figure.png); extra arguments after `test`
+# go to pytest (./run.sh test -m slow), after `serve` to `sdrindex serve`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,9 +35,14 @@ ensure_env() {
   fi
 }
 
-cmd=${1:-demo}
+cmd=${1:-serve}
 case "$cmd" in
-  demo)
+  serve)
+    shift || true
+    ensure_env
+    exec .venv/bin/sdrindex serve --bundle "${SDRINDEX_BUNDLE:-bundles/mnist}" "$@"
+    ;;
+  figure)
     ensure_env
     .venv/bin/sdrindex figure --out out/figure.png
     ;;
@@ -46,7 +53,7 @@ case "$cmd" in
     exec .venv/bin/python -m pytest -q "$@"
     ;;
   *)
-    echo "usage: ./run.sh [demo|test [pytest args]]" >&2
+    echo "usage: ./run.sh [serve [args]|test [pytest args]|figure]" >&2
     exit 2
     ;;
 esac
