@@ -504,6 +504,9 @@ def learn_steps(
         istate[1] += 1
         it = istate[0]
         radius = istate[2]
+        if not global_inh and radius != table_radius:
+            nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)  # local neighbourhoods
+            table_radius = radius
         x = X[t]
         na = 0
         for i in range(n_in):
@@ -524,9 +527,6 @@ def learn_steps(
         if global_inh or radius > max_col_dim:
             m = inhibit_global(vals, num_active_global(density, n_cols), stim, winners)
         else:
-            if radius != table_radius:
-                nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
-                table_radius = radius
             m = inhibit_local(vals, density, stim, nb_ptr, nb_idx, winners, flag)
 
         # _adaptSynapses (+ the clip and count that open _raisePermanenceToThreshold)
@@ -565,9 +565,6 @@ def learn_steps(
             for c in range(n_cols):
                 vals[c] = (target - adc[c]) * strength
         else:
-            if radius != table_radius:
-                nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
-                table_radius = radius
             for c in range(n_cols):
                 a = nb_ptr[c]
                 cnt = nb_ptr[c + 1] - a
@@ -587,6 +584,9 @@ def learn_steps(
                     pdata, pot_ptr, pot_idx, fpar[2], in_coords, col_dims, in_dims
                 )
             radius = istate[2]
+            if not global_inh and radius != table_radius:
+                nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
+                table_radius = radius
             # _updateMinDutyCycles
             if global_inh or radius > n_in:
                 top = odc[0]
@@ -597,9 +597,6 @@ def learn_steps(
                 for c in range(n_cols):
                     min_odc[c] = v
             else:
-                if radius != table_radius:
-                    nb_ptr, nb_idx = neighbor_table(radius, col_dims, wrap)
-                    table_radius = radius
                 for c in range(n_cols):
                     a = nb_ptr[c]
                     cnt = nb_ptr[c + 1] - a
