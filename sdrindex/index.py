@@ -63,27 +63,32 @@ __all__ = ["SDRIndex", "BACKENDS", "NNDESCENT_DEFAULTS"]
 
 BACKENDS = ("exact", "nndescent")
 
-#: Defaults of the ``nndescent`` backend, chosen on Spatial Pooler SDRs of MNIST (60k stored,
-#: 1k-2k test queries; recall@10 counting ties, single queries on one thread):
+#: Defaults of the ``nndescent`` backend, chosen on Spatial Pooler SDRs of MNIST (the
+#: project's SP presets, 60k training images stored, 1k-2k test images as queries; recall@10
+#: counting ties; QPS ratio = single queries on one thread, interleaved with the exact
+#: backend's on a shared 2-core machine):
 #:
-#: - ``forum-global`` preset (1369 columns, 8 active): recall 0.998-0.999, 2.2-2.9x the
-#:   exact backend's QPS (diversify_prob 0: 0.998, 2.2-2.6x; 1.0: 0.996-0.998, 2.7-2.9x);
-#: - ``htmcore-mnist`` preset (6241 columns, 0-624 active, mean 542): recall 0.995, 8-9x
-#:   (diversify_prob 1.0 with epsilon 0: 0.88; ef 32 with epsilon 0: 0.990);
-#: - a stand-in SP, 4096 columns / 82 active: recall 0.9996, 2.4-2.7x.
+#: - ``forum-global`` (1369 columns, 8 active): recall 0.999, 2.0-2.4x the exact QPS;
+#: - ``htmcore-mnist`` (6241 columns, 0-624 active, mean 542): recall 0.994, 8-9x;
+#: - ``forum-local`` (900 columns, ~37 active): recall 0.983, 3.1x (ef=16: 0.991, 2.6x);
+#: - 1M = 60k + noisy copies: forum-global 0.997 and 28x; htmcore-mnist (1M distinct)
+#:   0.992 and ~20x with the automatic (ef, epsilon) = (32, 0.2) (0.87 with (10, 0.1)).
 #:
-#: Keeping half the k-NN edges that diversification would drop (0.5) keeps recall on dense
-#: SDRs at little cost on sparse ones; epsilon 0.1 widens the search only for queries with
-#: many active bits (see ``_graph_one``). ``None`` for n_trees / n_iters: pynndescent chooses.
+#: diversify_prob 0.5 keeps half the k-NN edges diversification would drop: 1.0 cost
+#: htmcore-mnist recall (0.976), 0.0 bought nothing. epsilon widens the search only for
+#: queries with many active bits (see ``_graph_one``). ef / epsilon None: (10, 0.1) up to
+#: 100k distinct SDRs, more beyond (``_auto_search``). Start vertices share a query bit;
+#: more of them (n_entry_points) cost little and rescue queries whose answer sits in a
+#: cluster the graph barely links to. n_trees / n_iters None: pynndescent chooses.
 NNDESCENT_DEFAULTS: dict[str, Any] = {
     "n_neighbors": 30,
     "n_trees": None,
     "n_iters": None,
     "diversify_prob": 0.5,
     "pruning_degree_multiplier": 1.5,
-    "ef": 10,
-    "epsilon": 0.1,
-    "n_entry_points": 32,
+    "ef": None,
+    "epsilon": None,
+    "n_entry_points": 128,
     "entries_per_bit": 4,
     "metric": "bit_jaccard",
     "random_state": 0,
@@ -94,7 +99,7 @@ NNDESCENT_DEFAULTS: dict[str, Any] = {
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
 # 176 for 8-of-1369 SDRs; dense SDRs keep the vectorised popcounts).
 _SPARSE_BELOW = 2.0
-_N_GLOBAL_ENTRIES = 8  # nndescent: spread-out start vertices added to every query's own
+_N_GLOBAL_ENTRIES = 8  # nndescent: spread-out start vertices for queries sharing no bit with any
 _EXACT_KNN_BELOW = 2048  # nndescent: brute-force k-NN graph for fewer distinct SDRs
 _FORMAT = "sdrindex.index"
 _FORMAT_VERSION = 1
@@ -978,8 +983,10 @@ def _check_params(backend: str, params: dict[str, Any]) -> None:
     need("pruning_degree_multiplier",
          is_num(p["pruning_degree_multiplier"]) and p["pruning_degree_multiplier"] > 0,
          "a number > 0")  # fmt: skip
-    need("ef", is_int(p["ef"]) and p["ef"] >= 1, "an integer >= 1")
-    need("epsilon", is_num(p["epsilon"]) and p["epsilon"] >= 0, "a number >= 0")
+    need("ef", p["ef"] is None or (is_int(p["ef"]) and p["ef"] >= 1),
+         "None (automatic) or an integer >= 1")  # fmt: skip
+    need("epsilon", p["epsilon"] is None or (is_num(p["epsilon"]) and p["epsilon"] >= 0),
+         "None (automatic) or a number >= 0")  # fmt: skip
     need("n_entry_points", is_int(p["n_entry_points"]) and p["n_entry_points"] >= 1,
          "an integer >= 1")  # fmt: skip
     need("entries_per_bit", is_int(p["entries_per_bit"]) and p["entries_per_bit"] >= 1,
@@ -988,6 +995,18 @@ def _check_params(backend: str, params: dict[str, Any]) -> None:
     need("random_state", p["random_state"] is None or is_int(p["random_state"]),
          "None or an integer")  # fmt: skip
     need("n_jobs", p["n_jobs"] is None or is_int(p["n_jobs"]), "None or an integer")
+
+
+def _auto_search(n_distinct: int) -> tuple[int, float]:
+    """(ef, epsilon) for a graph of n_distinct SDRs when the user sets neither.
+
+    (10, 0.1) up to 100,000 distinct SDRs, then ef = 10 * sqrt(n / 1e5) and epsilon =
+    0.1 * (n / 1e5) ** 0.3: (32, 0.2) at 1,000,000. Fitted to two measurements on MNIST SDRs
+    of the htmcore-mnist preset: 60k stored needs (10, 0.1) for recall@10 0.995; 1M (60k
+    plus noisy copies) needs about (30, 0.2) for 0.992, where (10, 0.1) gives 0.87.
+    """
+    scale = max(1.0, n_distinct / 100_000)
+    return round(10 * scale**0.5), 0.1 * scale**0.3
 
 
 def _parallel_ok() -> bool:
@@ -1020,20 +1039,21 @@ class SDRIndex:
     pruning_degree_multiplier : float
         nndescent: the search graph keeps at most ``round(multiplier * n_neighbors)`` edges
         per vertex (the closest of the kept and reverse edges).
-    ef : int
+    ef : int or None
         nndescent: the search keeps the ``max(ef, k)`` best distinct SDRs it meets
-        (more: higher recall, slower). Can be overridden per query.
-    epsilon : float >= 0
+        (more: higher recall, slower). None: 10, growing beyond 100k distinct SDRs
+        (``_auto_search``: 32 at 1M). Can be overridden per query.
+    epsilon : float >= 0 or None
         nndescent: vertices are explored while their overlap exceeds
         ``worst - floor(epsilon * (active_query_bits - worst))`` (``worst``: the smallest
-        overlap kept), so only queries with many active bits search wider. Can be
-        overridden per query.
+        overlap kept), so only queries with many active bits search wider. None: 0.1,
+        growing beyond 100k distinct SDRs (0.2 at 1M). Can be overridden per query.
     n_entry_points : int
-        nndescent: start vertices per query, taken among vertices that share the query's
-        active bits (a query without any starts from 8 spread-out vertices). Can be
-        overridden per query.
+        nndescent: start vertices per query, at most, taken among vertices that share the
+        query's active bits (``entries_per_bit`` per bit; a query without any starts from
+        8 spread-out vertices). Can be overridden per query.
     entries_per_bit : int
-        nndescent: vertices remembered per bit as start vertices (build time).
+        nndescent: random vertices remembered per bit as start vertices (build time).
     metric : {"bit_jaccard", "bit_hamming"}
         nndescent: metric of the k-NN graph (both order neighbours by overlap when all SDRs
         have the same number of active bits).
@@ -1069,8 +1089,8 @@ class SDRIndex:
         n_iters: int | None = NNDESCENT_DEFAULTS["n_iters"],
         diversify_prob: float = NNDESCENT_DEFAULTS["diversify_prob"],
         pruning_degree_multiplier: float = NNDESCENT_DEFAULTS["pruning_degree_multiplier"],
-        ef: int = NNDESCENT_DEFAULTS["ef"],
-        epsilon: float = NNDESCENT_DEFAULTS["epsilon"],
+        ef: int | None = NNDESCENT_DEFAULTS["ef"],
+        epsilon: float | None = NNDESCENT_DEFAULTS["epsilon"],
         n_entry_points: int = NNDESCENT_DEFAULTS["n_entry_points"],
         entries_per_bit: int = NNDESCENT_DEFAULTS["entries_per_bit"],
         metric: str = NNDESCENT_DEFAULTS["metric"],
@@ -1284,12 +1304,15 @@ class SDRIndex:
             over = {"ef": ef, "epsilon": epsilon, "n_entry_points": n_entry_points}
             p = {**p, **{n: v for n, v in over.items() if v is not None}}
             _check_params(self.backend, p)
+        auto_ef, auto_epsilon = _auto_search(state.words.shape[0])
+        ef = auto_ef if p["ef"] is None else int(p["ef"])
+        epsilon = auto_epsilon if p["epsilon"] is None else float(p["epsilon"])
         buf = state.buffer.postings
         args = (
             queries, to_words(queries), state.words, state.vbits, state.indptr, state.indices,
             state.max_degree, state.entries, state.bit_entries, int(p["n_entry_points"]),
             state.group_ptr, state.group_ids, buf.indptr, buf.ids, state.n_graph_items, buf.n, k,
-            max(int(p["ef"]), k), float(p["epsilon"]),
+            max(ef, k), epsilon,
         )  # fmt: skip
         if parallel:
             _graph_parallel(*args, n_chunks, out_ids, out_ov)

@@ -443,8 +443,11 @@ class DecoderReconstructor(Reconstructor):
 
     Parameters
     ----------
-    model : {"mlp", "ridge"}, optional
-        Which stored decoder to use; default the MLP when the bundle has one, else Ridge.
+    model : {"ridge", "mlp"}, optional
+        Which stored decoder to use; default Ridge when the bundle has one, else the MLP.
+        On full MNIST with the default SP, Ridge (alpha 10) reconstructs better (MSE
+        0.0076) than the MLP ``build --decoder`` trains (512 relu units, 10 epochs: 0.0100),
+        and trains in under a minute instead of several.
 
     Raises
     ------
@@ -460,7 +463,7 @@ class DecoderReconstructor(Reconstructor):
         dec = bundle.decoder or {}
         has = {"mlp": "mlp_coef_0" in dec, "ridge": "ridge_coef" in dec}
         if model is None:
-            model = "mlp" if has["mlp"] else "ridge"
+            model = "ridge" if has["ridge"] else "mlp"
         if model not in has:
             raise ParameterError(f"model must be 'mlp' or 'ridge', got {model!r}")
         if not has[model]:

@@ -214,7 +214,8 @@ def test_cli_build_decoder_and_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## Reconstruction" in out
     data = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert data["reconstruction"]["decoder"]["model"] == "mlp"
+    assert data["reconstruction"]["decoder"]["model"] == "ridge"
+    assert data["reconstruction"]["decoder_mlp"]["model"] == "mlp"
     assert set(data["index"]) == {"exact"}
 
 
