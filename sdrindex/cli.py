@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=_threshold,
         default=None,
-        help="pixel >= T is on (or 'mean'); default: the preset's (64 for sdrindex-mnist), "
+        help="pixel >= T is on (or 'mean'); default: the preset's ('mean' for sdrindex-mnist), "
         "else 128",
     )
     b.add_argument(
