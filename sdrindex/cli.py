@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--config",
         default=None,
-        help="SP preset (forum-global, htmcore-mnist, forum-local) or a TOML/JSON file; "
-        "default htmcore-mnist",
+        help="SP preset (sdrindex-mnist, htmcore-mnist, forum-global, forum-local) or a "
+        "TOML/JSON file; default sdrindex-mnist",
     )
     g.add_argument("--limit", type=int, default=0, help="learn on the first N training images only")
     g.add_argument("--epochs", type=int, default=1)

@@ -219,7 +219,8 @@ def _index_section(
         if b not in indexes:
             continue
         idx = indexes[b]
-        idx.query(queries[:2], 10)  # warm-up (numba dispatch)
+        idx.query(queries[:2], 10)  # warm-up: numba dispatch of the batched path
+        idx.query(queries[:1], 10)  # and of the one-query path
         t = time.perf_counter()
         _, ov = idx.query(queries, 10)
         batch_s = time.perf_counter() - t
