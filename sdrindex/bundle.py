@@ -96,6 +96,29 @@ def _writer_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: Lock file held across a whole read-add-save cycle (``sdrindex add``, the service's
+#: ``POST /v1/items``), so that two updaters never lose one another's items.
+UPDATE_LOCK = ".update.lock"
+
+
+@contextlib.contextmanager
+def update_lock(path: str | Path) -> Iterator[None]:
+    """Serialise read-modify-save cycles on the bundle directory ``path`` across processes.
+
+    Hold it from before :meth:`Bundle.load` until after :meth:`Bundle.save`; readers
+    never take it. (:meth:`Bundle.save` alone only serialises the swap of versions.)
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no bundle directory here")
+    with open(root / UPDATE_LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def resolve_version(path: str | Path) -> Path:
     """The directory of the live version of a bundle (or ``path`` itself if it is one)."""
     path = Path(path)

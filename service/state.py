@@ -15,13 +15,10 @@ worker processes, then switches to that version.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,15 +27,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sdrindex.bundle import CURRENT, Bundle, resolve_version
+from sdrindex.bundle import CURRENT, Bundle, resolve_version, update_lock
 from sdrindex.errors import BundleError, SDRIndexError
 from service.errors import ApiError
 from service.settings import Settings
 
 log = logging.getLogger("service")
 
-#: Lock file (in the bundle directory) serialising the service's read-add-save cycles.
-WRITE_LOCK = ".service-write.lock"
 #: Methods that read only the SP and the decoder arrays (kept across versions sharing them).
 _SP_ONLY = ("backprojection", "decoder")
 
@@ -88,16 +83,6 @@ class Loaded:
 def _file_sha(bundle: Bundle, rel: str) -> str | None:
     info = (bundle.manifest.get("files") or {}).get(rel)
     return info.get("sha256") if isinstance(info, dict) else None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class Deferred:
@@ -359,7 +344,7 @@ class BundleService:
                 f"{self.root} is a single bundle version, not a bundle directory with a "
                 "`current` link: the service cannot add to it",
             )
-        with self._write_lock, _file_lock(self.root / WRITE_LOCK):
+        with self._write_lock, update_lock(self.root):
             bundle = Bundle.load(self.root, verify=True)
             has_labels = bundle.table.labels is not None
             if has_labels and labels is None:

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sdrindex.bundle import Bundle, resolve_version
+from sdrindex.bundle import Bundle, resolve_version, update_lock
 from sdrindex.cli import main
 from sdrindex.datasets import binarize, load_mnist
 from sdrindex.errors import BundleError
@@ -228,6 +229,53 @@ def test_add_killed_while_writing_leaves_the_old_bundle(tmp_path, mnist_small):
         assert_same(old, after)
     else:  # it finished before we caught it writing: then it is complete
         assert after["n"] == 230
+
+
+def _waiting_for_flock(pid: int) -> bool:
+    """True when process ``pid`` is blocked waiting for a flock (Linux /proc/locks)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields and str(pid) in fields:
+            return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_concurrent_cli_adds_wait_for_the_update_lock(tmp_path, mnist_small):
+    """Two `sdrindex add` at once: each waits for the bundle's update lock (held here),
+    then loads, adds and saves in turn, so neither loses the other's items."""
+    images, labels = mnist_small
+    make_bundle(images[:200], labels[:200]).save(tmp_path / "bd")
+    before = (tmp_path / "bd" / "current").readlink()
+    procs = []
+    with update_lock(tmp_path / "bd"):
+        for label in (3, 4):
+            folder = tmp_path / f"new{label}"
+            folder.mkdir()
+            for i in range(10):
+                Image.fromarray(images[200 + 10 * label + i]).save(folder / f"{i}.png")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sdrindex.cli", "add", str(tmp_path / "bd"),
+                     str(folder), "--label", str(label)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while not all(_waiting_for_flock(p.pid) for p in procs):
+            finished = [p for p in procs if p.poll() is not None]
+            assert not finished, "an add ran without waiting for the update lock"
+            assert time.monotonic() < deadline, "the adds never reached the update lock"
+            time.sleep(0.05)  # polling an observable condition, not a stand-in for one
+        assert (tmp_path / "bd" / "current").readlink() == before
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    after = Bundle.load(tmp_path / "bd")
+    got = np.asarray(after.table.labels)
+    assert len(after.table) == 220 and len(after.index) == 220
+    assert (got[200:] == 3).sum() == 10 and (got[200:] == 4).sum() == 10
 
 
 def test_cli_build_query_add(tmp_path, mnist_small, capsys):

@@ -50,7 +50,7 @@ def _snapshot(root):
     files = sorted(
         (p.relative_to(root).as_posix(), p.stat().st_size)
         for p in root.rglob("*")
-        if p.is_file() and p.name != ".service-write.lock"
+        if p.is_file() and p.name != ".update.lock"
     )
     return cur, files
 
