@@ -139,10 +139,12 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"the SP expects {sp.n_inputs} inputs but the images have {X.shape[1]} pixels; "
             "set inputDimensions in --config to the image shape"
         )
+    index = SDRIndex(args.backend)
+    index.prepare_fit(sp.n_columns, n)  # pynndescent compiles on the other core meanwhile
     stages.run("learn SP", sp.fit, X, epochs=args.epochs)
     sdrs = stages.run("encode", sp.transform, X, packed=True)
     table = TrainingTable(data.images, sdrs, sp.n_columns, labels=data.labels)
-    index = stages.run("index", SDRIndex(args.backend).fit, sdrs, sp.n_columns)
+    index = stages.run("index", index.fit, sdrs, sp.n_columns)
     bundle = Bundle(
         sp=sp,
         table=table,
@@ -184,7 +186,7 @@ def _load_query_images(paths: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from sdrindex.bundle import Bundle
+    from sdrindex.bundle import Bundle, update_lock
     from sdrindex.images import load_folder
 
     images_list, names = [], []
@@ -198,14 +200,15 @@ def cmd_add(args: argparse.Namespace) -> int:
             images_list.append(imgs)
             names += nm
     images = np.concatenate(images_list)
-    bundle = Bundle.load(args.dir)
-    if bundle.table.labels is not None and args.label is None:
-        raise ParameterError("this bundle has labels: pass --label L for the added images")
-    if bundle.table.labels is None and args.label is not None:
-        raise ParameterError("this bundle has no labels: add without --label")
-    lab = None if args.label is None else np.full(len(images), args.label, np.int64)
-    ids = bundle.add(images, lab)
-    out = bundle.save(args.dir)
+    with update_lock(args.dir):  # another add (CLI or service) waits; none is lost
+        bundle = Bundle.load(args.dir)
+        if bundle.table.labels is not None and args.label is None:
+            raise ParameterError("this bundle has labels: pass --label L for the added images")
+        if bundle.table.labels is None and args.label is not None:
+            raise ParameterError("this bundle has no labels: add without --label")
+        lab = None if args.label is None else np.full(len(images), args.label, np.int64)
+        ids = bundle.add(images, lab)
+        out = bundle.save(args.dir)
     for name, i in zip(names, ids, strict=True):
         print(f"{name}: id {int(i)}")
     print(f"added {len(ids)} items; bundle now holds {len(bundle.table)} ({out})")

@@ -64,24 +64,27 @@ __all__ = ["SDRIndex", "BACKENDS", "NNDESCENT_DEFAULTS"]
 BACKENDS = ("exact", "nndescent")
 
 #: Defaults of the ``nndescent`` backend, chosen on Spatial Pooler SDRs of MNIST (the
-#: project's SP presets, 60k training images stored, 1k-2k test images as queries; recall@10
-#: counting ties; QPS ratio = single queries on one thread, interleaved with the exact
-#: backend's on a shared 2-core machine):
+#: project's SP presets, 60k training images stored, 2k test images as queries; recall@10
+#: counting ties; QPS ratio = single queries on one thread against the exact backend's in
+#: the same run, 2-core machine; 2026-11-28):
 #:
-#: - ``forum-global`` (1369 columns, 8 active): recall 0.999, 2.0-2.4x the exact QPS;
-#: - ``htmcore-mnist`` (6241 columns, 0-624 active, mean 542): recall 0.994, 8-9x;
-#: - ``forum-local`` (900 columns, ~37 active): recall 0.983, 3.1x (ef=16: 0.991, 2.6x);
+#: - ``sdrindex-mnist`` (6241 columns, 624 active): recall 0.998, 10x, graph built in 6-7 s
+#:   (20 neighbours; 30 gave 0.999 in 10-11 s);
+#: - ``forum-global`` (1369 columns, 8 active): recall 0.9996, 2.2-2.9x;
+#: - ``forum-local`` (900 columns, ~37 active): recall 0.992, 1.8-3.3x (20 neighbours and
+#:   ef 10 gave 0.971: hence the few-active-bits rule, ``_FEW_ACTIVE``);
 #: - 1M = 60k + noisy copies: forum-global 0.997 and 28x; htmcore-mnist (1M distinct)
 #:   0.992 and ~20x with the automatic (ef, epsilon) = (32, 0.2) (0.87 with (10, 0.1)).
 #:
 #: diversify_prob 0.5 keeps half the k-NN edges diversification would drop: 1.0 cost
 #: htmcore-mnist recall (0.976), 0.0 bought nothing. epsilon widens the search only for
-#: queries with many active bits (see ``_graph_one``). ef / epsilon None: (10, 0.1) up to
-#: 100k distinct SDRs, more beyond (``_auto_search``). Start vertices share a query bit;
-#: more of them (n_entry_points) cost little and rescue queries whose answer sits in a
-#: cluster the graph barely links to. n_trees / n_iters None: pynndescent chooses.
+#: queries with many active bits (see ``_graph_one``). n_neighbors / ef / epsilon None:
+#: chosen from the number of distinct SDRs and their mean active bits
+#: (``_graph_neighbors``, ``_auto_search``). Start vertices share a query bit; more of them
+#: (n_entry_points) cost little and rescue queries whose answer sits in a cluster the graph
+#: barely links to. n_trees / n_iters None: pynndescent chooses.
 NNDESCENT_DEFAULTS: dict[str, Any] = {
-    "n_neighbors": 30,
+    "n_neighbors": None,
     "n_trees": None,
     "n_iters": None,
     "diversify_prob": 0.5,
@@ -819,6 +822,15 @@ class _GraphState:
         return degree
 
     @property
+    def mean_active(self) -> float:
+        """Mean number of active bits of the graph's distinct SDRs (tunes the search)."""
+        value = self.__dict__.get("_mean_active")
+        if value is None:
+            value = _mean_active(self.words)
+            object.__setattr__(self, "_mean_active", value)
+        return value
+
+    @property
     def n_graph_items(self) -> int:
         return self.group_ids.shape[0]
 
@@ -864,7 +876,7 @@ def _knn_graph(distinct: NDArray[np.uint8], params: dict[str, Any]) -> NDArray[n
     pynndescent (whose NN-descent compiles for ~30 s in every process) and exact.
     """
     n = distinct.shape[0]
-    k = int(params["n_neighbors"])
+    k = _graph_neighbors(params, n, _mean_active(to_words(distinct)))
     hamming = params["metric"] == "bit_hamming"
     if n <= 1:
         return np.full((n, 1), -1, dtype=np.int32)
@@ -885,6 +897,86 @@ def _knn_graph(distinct: NDArray[np.uint8], params: dict[str, Any]) -> NDArray[n
     )
     indices, _ = nnd.neighbor_graph
     return np.ascontiguousarray(indices[:, 1:], dtype=np.int32)
+
+
+def _compile_nn_descent(n_bits: int, metric: str) -> None:
+    """Run pynndescent once on a few random SDRs of this width: compiles its NN-descent."""
+    from pynndescent import NNDescent
+
+    dummy = np.packbits(np.random.default_rng(0).random((300, n_bits)) < 0.1, axis=1)
+    NNDescent(dummy, metric=metric, n_neighbors=5, n_trees=1, n_iters=1,
+              low_memory=True, random_state=0, verbose=False)  # fmt: skip
+
+
+class GraphBuilder:
+    """A worker process that compiles pynndescent's NN-descent ahead of the graph build.
+
+    pynndescent's ``nn_descent`` cannot use numba's on-disk cache (it asks numba for the
+    thread count inside compiled code, a "dynamic global"), so every process that builds a
+    graph compiles it first: ~30 s here, more than the build itself (~10 s for 60k MNIST
+    SDRs). ``sdrindex build`` starts one of these before learning the SP: the worker
+    (``python -m sdrindex._graph_worker``) compiles on the other core while the SP learns
+    and encodes (a thread would not do: the compiler holds the GIL, which the SP's boosting
+    step takes 60,000 times), then builds the k-NN graph. The SDRs and the graph travel as
+    ``.npy`` files in a private temporary directory. If the worker fails in any way,
+    :meth:`knn_graph` builds in this process instead.
+    """
+
+    def __init__(self, n_bits: int, metric: str) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="sdrindex-graph-")
+        self.compile_seconds: float | None = None
+        self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+            [sys.executable, "-m", "sdrindex._graph_worker", str(int(n_bits)), metric],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def knn_graph(self, distinct: NDArray[np.uint8], params: dict[str, Any]) -> NDArray[np.int32]:
+        """The k-NN graph from the worker (or from this process if the worker failed)."""
+        proc = self._proc
+        try:
+            if proc is None or proc.stdin is None or proc.stdout is None:
+                raise OSError("no worker")
+            src, dst = Path(self._tmp.name, "sdrs.npy"), Path(self._tmp.name, "graph.npy")
+            np.save(src, distinct, allow_pickle=False)
+            proc.stdin.write(json.dumps({"input": str(src), "output": str(dst), "params": params}))
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline() or "{}")
+            if not reply.get("ok"):
+                raise OSError(reply.get("error", "the worker stopped"))
+            self.compile_seconds = reply.get("compile_seconds")
+            graph = np.load(dst, allow_pickle=False)
+            if graph.dtype != np.int32 or graph.shape[0] != distinct.shape[0]:
+                raise OSError(f"unexpected graph {graph.dtype} {graph.shape}")
+            return graph
+        except (OSError, ValueError):
+            return _knn_graph(distinct, params)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+        self._tmp.cleanup()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray[np.int32]:
@@ -910,15 +1002,24 @@ def _row_popcount(words: NDArray[np.uint64]) -> NDArray[np.int64]:
     return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
 
 
-def _build_graph(packed: NDArray[np.uint8], n_bits: int, params: dict[str, Any]) -> _GraphState:
+def _build_graph(
+    packed: NDArray[np.uint8],
+    n_bits: int,
+    params: dict[str, Any],
+    builder: GraphBuilder | None = None,
+) -> _GraphState:
     """Search structures of the nndescent backend over packed items (ids 0..n-1)."""
     distinct, group_ptr, group_ids = _distinct_rows(packed)
     words = to_words(distinct)
-    knn = _knn_graph(distinct, params)
+    if builder is not None and distinct.shape[0] >= _EXACT_KNN_BELOW:
+        knn = builder.knn_graph(distinct, params)
+    else:
+        knn = _knn_graph(distinct, params)
     seed = int(params["random_state"] or 0)
     hamming = params["metric"] == "bit_hamming"
     kept, kept_d = _diversify(knn, words, float(params["diversify_prob"]), seed, hamming)
-    max_degree = max(1, round(params["pruning_degree_multiplier"] * params["n_neighbors"]))
+    n_neighbors = _graph_neighbors(params, distinct.shape[0], _mean_active(words))
+    max_degree = max(1, round(params["pruning_degree_multiplier"] * n_neighbors))
     indptr, indices = _search_graph_csr(kept, kept_d, max_degree)
     entries = _entry_points(words, _N_GLOBAL_ENTRIES, seed)
     vertex_indptr, vertex_bits = to_csr(distinct, n_bits)
@@ -973,7 +1074,11 @@ def _check_params(backend: str, params: dict[str, Any]) -> None:
         return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
     p = params
-    need("n_neighbors", is_int(p["n_neighbors"]) and p["n_neighbors"] >= 2, "an integer >= 2")
+    need(
+        "n_neighbors",
+        p["n_neighbors"] is None or (is_int(p["n_neighbors"]) and p["n_neighbors"] >= 2),
+        "None or an integer >= 2",
+    )
     need("n_trees", p["n_trees"] is None or (is_int(p["n_trees"]) and p["n_trees"] >= 1),
          "None or an integer >= 1")  # fmt: skip
     need("n_iters", p["n_iters"] is None or (is_int(p["n_iters"]) and p["n_iters"] >= 1),
@@ -997,7 +1102,28 @@ def _check_params(backend: str, params: dict[str, Any]) -> None:
     need("n_jobs", p["n_jobs"] is None or is_int(p["n_jobs"]), "None or an integer")
 
 
-def _auto_search(n_distinct: int) -> tuple[int, float]:
+#: SDRs with fewer active bits than this on average count as "few-bit" for the automatic
+#: parameters: their overlaps take few values and tie a lot, so the graph needs more edges
+#: and the search a wider beam (forum-local, 37 of 900 active: recall 0.971 with 20
+#: neighbours and ef 10, 0.992 with 30 and 16).
+_FEW_ACTIVE = 64
+
+
+def _mean_active(words: NDArray[np.uint64]) -> float:
+    return float(_row_popcount(words).mean()) if words.shape[0] else 0.0
+
+
+def _graph_neighbors(params: dict[str, Any], n_distinct: int, mean_active: float) -> int:
+    """The k of the k-NN graph: ``n_neighbors``, or when None 20 for up to 100,000 distinct
+    SDRs with many active bits, else 30. On 60k sdrindex-mnist SDRs 20 builds in 6 s
+    instead of 10-11 s for recall@10 0.998 instead of 0.999; 30 is what the 1M
+    measurement used."""
+    if params["n_neighbors"] is not None:
+        return int(params["n_neighbors"])
+    return 20 if n_distinct <= 100_000 and mean_active >= _FEW_ACTIVE else 30
+
+
+def _auto_search(n_distinct: int, mean_active: float) -> tuple[int, float]:
     """(ef, epsilon) for a graph of n_distinct SDRs when the user sets neither.
 
     (10, 0.1) up to 100,000 distinct SDRs, then ef = 10 * sqrt(n / 1e5) and epsilon =
@@ -1006,7 +1132,10 @@ def _auto_search(n_distinct: int) -> tuple[int, float]:
     plus noisy copies) needs about (30, 0.2) for 0.992, where (10, 0.1) gives 0.87.
     """
     scale = max(1.0, n_distinct / 100_000)
-    return round(10 * scale**0.5), 0.1 * scale**0.3
+    ef = round(10 * scale**0.5)
+    if mean_active < _FEW_ACTIVE:
+        ef = max(ef, 16)
+    return ef, 0.1 * scale**0.3
 
 
 def _parallel_ok() -> bool:
@@ -1028,8 +1157,10 @@ class SDRIndex:
     backend : {"exact", "nndescent"}
         ``"exact"``: inverted index, exact. ``"nndescent"``: approximate, graph search. The
         other parameters concern nndescent only (defaults: ``NNDESCENT_DEFAULTS``).
-    n_neighbors : int
-        nndescent: neighbours per distinct SDR in the k-NN graph pynndescent builds.
+    n_neighbors : int or None
+        nndescent: neighbours per distinct SDR in the k-NN graph pynndescent builds (None:
+        20 for up to 100,000 distinct SDRs with >= 64 active bits on average, else 30;
+        ``_graph_neighbors``).
     n_trees, n_iters : int or None
         nndescent: pynndescent's random projection trees and NN-descent iterations (None:
         pynndescent's size-based choice).
@@ -1041,8 +1172,9 @@ class SDRIndex:
         per vertex (the closest of the kept and reverse edges).
     ef : int or None
         nndescent: the search keeps the ``max(ef, k)`` best distinct SDRs it meets
-        (more: higher recall, slower). None: 10, growing beyond 100k distinct SDRs
-        (``_auto_search``: 32 at 1M). Can be overridden per query.
+        (more: higher recall, slower). None: 10 (16 for SDRs with < 64 active bits on
+        average), growing beyond 100k distinct SDRs (``_auto_search``: 32 at 1M). Can be
+        overridden per query.
     epsilon : float >= 0 or None
         nndescent: vertices are explored while their overlap exceeds
         ``worst - floor(epsilon * (active_query_bits - worst))`` (``worst``: the smallest
@@ -1084,7 +1216,7 @@ class SDRIndex:
         self,
         backend: str = "exact",
         *,
-        n_neighbors: int = NNDESCENT_DEFAULTS["n_neighbors"],
+        n_neighbors: int | None = NNDESCENT_DEFAULTS["n_neighbors"],
         n_trees: int | None = NNDESCENT_DEFAULTS["n_trees"],
         n_iters: int | None = NNDESCENT_DEFAULTS["n_iters"],
         diversify_prob: float = NNDESCENT_DEFAULTS["diversify_prob"],
@@ -1117,6 +1249,7 @@ class SDRIndex:
         self._state: _ExactState | _GraphState | None = None
         self._lock = threading.Lock()
         self._scratch = threading.local()
+        self._builder: GraphBuilder | None = None
 
     # ------------------------------------------------------------------ sizes
 
@@ -1157,6 +1290,18 @@ class SDRIndex:
 
     # ------------------------------------------------------------------ build
 
+    def prepare_fit(self, n_bits: int, n_items: int) -> None:
+        """Start, in a background process, the one-off work a later ``fit`` of ``n_items``
+        ``n_bits``-bit SDRs begins with (compiling pynndescent's NN-descent, see
+        :class:`GraphBuilder`), so that it overlaps with whatever the caller does first.
+        The next ``fit`` uses (and then stops) the worker; it does nothing when the fit
+        will not need pynndescent."""
+        if self.backend != "nndescent" or n_items < _EXACT_KNN_BELOW:
+            return
+        if self._builder is not None:
+            self._builder.close()
+        self._builder = GraphBuilder(n_bits, self.params["metric"])
+
     def fit(self, sdrs: ArrayLike, n_bits: int | None = None) -> SDRIndex:
         """Index a batch of SDRs (replacing anything indexed before).
 
@@ -1178,11 +1323,12 @@ class SDRIndex:
         if packed.shape[0] >= 2**31:
             raise ParameterError("at most 2**31 - 1 SDRs can be indexed")
         n_bits = n_bits if n_bits is not None else np.asarray(sdrs).shape[-1]
+        builder, self._builder = self._builder, None
         with self._lock:
             if self.backend == "exact":
                 state: _ExactState | _GraphState = _ExactState.build(packed, n_bits)
             else:
-                state = _build_graph(packed, n_bits, self.params)
+                state = _build_graph(packed, n_bits, self.params, builder)
             self.n_bits = int(n_bits)
             self._state = state
         return self
@@ -1304,7 +1450,7 @@ class SDRIndex:
             over = {"ef": ef, "epsilon": epsilon, "n_entry_points": n_entry_points}
             p = {**p, **{n: v for n, v in over.items() if v is not None}}
             _check_params(self.backend, p)
-        auto_ef, auto_epsilon = _auto_search(state.words.shape[0])
+        auto_ef, auto_epsilon = _auto_search(state.words.shape[0], state.mean_active)
         ef = auto_ef if p["ef"] is None else int(p["ef"])
         epsilon = auto_epsilon if p["epsilon"] is None else float(p["epsilon"])
         buf = state.buffer.postings

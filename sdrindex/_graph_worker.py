@@ -1,0 +1,41 @@
+"""``python -m sdrindex._graph_worker N_BITS METRIC``: see :class:`sdrindex.index.GraphBuilder`.
+
+Compiles pynndescent's NN-descent at once, then reads one JSON request from stdin
+(``{"input": sdrs.npy, "output": graph.npy, "params": {...}}``), builds the k-NN graph of the
+SDRs in ``input``, saves it to ``output`` and answers one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    n_bits, metric = int(argv[0]), argv[1]
+    import numpy as np
+
+    from sdrindex.index import _compile_nn_descent, _knn_graph
+
+    t = time.perf_counter()
+    _compile_nn_descent(n_bits, metric)
+    compiled = time.perf_counter() - t
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    try:
+        request = json.loads(line)
+        sdrs = np.load(request["input"], allow_pickle=False)
+        graph = _knn_graph(sdrs, request["params"])
+        np.save(request["output"], graph, allow_pickle=False)
+        reply = {"ok": True, "compile_seconds": round(compiled, 2)}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which falls back
+        reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
