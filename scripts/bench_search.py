@@ -1,16 +1,22 @@
 """SDR search on real MNIST SDRs: build, restore, memory, QPS and recall@10 per backend.
 
-    .venv/bin/python scripts/bench_search.py [--config htmcore-mnist] [--queries 10000]
-                                             [--million] [--peers]
+    .venv/bin/python scripts/bench_search.py [--config sdrindex-mnist[,forum-global,...]]
+                                             [--queries 10000] [--million] [--peers]
+                                             [--bundle]
 
-Learns the SP (one epoch on the 60,000 training images), encodes the 10,000 test images as
-queries, and measures each backend side by side in one run. Recall@10 counts ties: a
-returned item is right when its overlap is >= the exact 10th-best overlap. QPS "single" is
-one query per call on one thread; "batch" is one call for all queries. ``--million`` adds
-the same at 1,000,000 items (the 60k SDRs plus noisy copies, 5% of active bits swapped).
-``--peers`` adds faiss-cpu's IndexBinaryFlat and IndexBinaryHNSW when installed (with a
-fixed number of active bits, Hamming order equals overlap order; with a varying number, as
-here, it does not, and their recall shows that).
+For each SP config (default: the default preset): learns the SP (one epoch on the 60,000
+training images), encodes the 10,000 test images as queries, and measures each backend side
+by side in one run. pynndescent's NN-descent compiles once per process (~30 s; it cannot
+use numba's cache): that is done and timed first, so "build s" is the build alone.
+Recall@10 counts ties: a returned item is right when its overlap is >= the exact 10th-best
+overlap. QPS "single" is one query per call on one thread; "batch" is one call for all
+queries. ``--million`` adds the same at 1,000,000 items (the 60k SDRs plus noisy copies, 5%
+of active bits swapped). ``--bundle`` times, for the first config, the whole ``sdrindex
+build`` of a full-MNIST bundle (a subprocess, wall clock) and ``Bundle.load`` + one query
+in fresh processes (median of 3; numba's cache is warm by then). ``--peers`` adds
+faiss-cpu's IndexBinaryFlat and IndexBinaryHNSW when installed (with a fixed number of
+active bits, Hamming order equals overlap order; with a varying number it does not, and
+their recall shows that).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from sdrindex.datasets import binarize, load_mnist
-from sdrindex.index import SDRIndex
-from sdrindex.presets import sp_from_config
+from sdrindex.index import SDRIndex, _compile_nn_descent
+from sdrindex.presets import DEFAULT_PRESET, sp_from_config, threshold_for
 from sdrindex.sdr import add_noise
 
 
@@ -146,38 +152,74 @@ def print_table(results):
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default="htmcore-mnist")
-    ap.add_argument("--queries", type=int, default=10_000)
-    ap.add_argument("--million", action="store_true")
-    ap.add_argument("--peers", action="store_true")
-    args = ap.parse_args()
+def bench_bundle(config: str) -> None:
+    """Wall time of `sdrindex build` (full MNIST) and of loading the bundle in a new process."""
+    import statistics
+    import subprocess
+    import sys
 
+    cli = [sys.executable, "-m", "sdrindex.cli"]
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "bundle"
+        t = time.perf_counter()
+        run = subprocess.run(
+            [*cli, "build", "--out", str(out), "--config", config],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall = time.perf_counter() - t
+        summary = [line for line in run.stdout.splitlines() if line.startswith("seconds:")]
+        print(f"\nbundle build ({config}, full MNIST, nndescent): {wall:.1f} s wall")
+        print("  " + (summary[0] if summary else run.stdout.strip()))
+        probe = (
+            "import time; t = time.perf_counter(); import numpy as np; "
+            "from sdrindex.bundle import Bundle; "
+            f"b = Bundle.load({str(out)!r}); "
+            "b.index.query(np.asarray(b.table.sdrs[:1]), 10); "
+            "print(time.perf_counter() - t)"
+        )
+        loads = []
+        for _ in range(3):
+            got = subprocess.run(
+                [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+            )
+            loads.append(float(got.stdout.strip().splitlines()[-1]))
+        print(
+            "bundle load + first query in a new process (imports included, checksums "
+            f"verified): median {statistics.median(loads):.2f} s of "
+            + ", ".join(f"{x:.2f}" for x in loads)
+        )
+
+
+def bench_config(config: str, args, results: list) -> None:
     train, _ = load_mnist("train")
     test, _ = load_mnist("test")
-    sp = sp_from_config(args.config)
+    threshold = threshold_for(config)
+    sp = sp_from_config(config)
+    X = binarize(train, threshold).reshape(len(train), -1)
     t = time.perf_counter()
-    sp.fit(binarize(train).reshape(len(train), -1))
-    print(f"SP {args.config}: {sp.n_columns} columns, learned in {time.perf_counter() - t:.1f} s")
-    db = sp.transform(binarize(train).reshape(len(train), -1), packed=True)
-    queries = sp.transform(binarize(test[: args.queries]).reshape(-1, 784), packed=True)
+    sp.fit(X)
+    print(f"SP {config}: {sp.n_columns} columns, learned in {time.perf_counter() - t:.1f} s")
+    db = sp.transform(X, packed=True)
+    queries = sp.transform(binarize(test[: args.queries], threshold).reshape(-1, 784), packed=True)
     n_bits = sp.n_columns
     active = np.unpackbits(db, axis=1, count=n_bits).sum(axis=1)
     print(
         f"SDRs: {len(db)} stored, {len(queries)} queries, active bits mean {active.mean():.1f} "
         f"(min {active.min()}, max {active.max()})"
     )
+    t = time.perf_counter()
+    _compile_nn_descent(n_bits, "bit_jaccard")
+    print(f"pynndescent NN-descent compile (once per process): {time.perf_counter() - t:.1f} s")
 
-    results: list = []
+    name = f"{config} 60k"
     exact = SDRIndex("exact").fit(db, n_bits)
     _, truth_ov = exact.query(queries, 10)
-    bench_ours("MNIST 60k", "exact", db, n_bits, queries, truth_ov, results)
-    bench_ours("MNIST 60k", "nndescent", db, n_bits, queries, truth_ov, results)
+    bench_ours(name, "exact", db, n_bits, queries, truth_ov, results)
+    bench_ours(name, "nndescent", db, n_bits, queries, truth_ov, results)
     if args.peers:
-        bench_faiss("MNIST 60k", db, n_bits, queries, db, truth_ov, results)
+        bench_faiss(name, db, n_bits, queries, db, truth_ov, results)
 
     if args.million:
         reps = []
@@ -191,22 +233,39 @@ def main() -> None:
         exact_big = SDRIndex("exact").fit(big, n_bits)
         _, truth_big = exact_big.query(q_small, 10)
         del exact_big
-        bench_ours("1M (MNIST + noisy copies)", "exact", big, n_bits, q_small, truth_big, results)
-        bench_ours(
-            "1M (MNIST + noisy copies)", "nndescent", big, n_bits, q_small, truth_big, results
-        )
+        name = f"{config} 1M (MNIST + noisy copies)"
+        bench_ours(name, "exact", big, n_bits, q_small, truth_big, results)
+        bench_ours(name, "nndescent", big, n_bits, q_small, truth_big, results)
         if args.peers:
-            bench_faiss("1M (MNIST + noisy copies)", big, n_bits, q_small, big, truth_big, results)
+            bench_faiss(name, big, n_bits, q_small, big, truth_big, results)
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", default=DEFAULT_PRESET, help="preset(s), comma-separated")
+    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--million", action="store_true")
+    ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--bundle", action="store_true")
+    args = ap.parse_args()
+    configs = [c.strip() for c in args.config.split(",") if c.strip()]
+
+    results: list = []
+    for config in configs:
+        bench_config(config, args, results)
     print_table(results)
     by = {(r[0], r[1]): r for r in results}
-    for name in sorted({r[0] for r in results}):
+    for name in dict.fromkeys(r[0] for r in results):
         e, nn = by.get((name, "exact")), by.get((name, "nndescent"))
         if e and nn:
             print(
                 f"{name}: nndescent / exact QPS single {nn[6] / e[6]:.2f}x, batch "
                 f"{nn[7] / e[7]:.2f}x"
             )
+    if args.bundle:
+        bench_bundle(configs[0])
 
 
 if __name__ == "__main__":
