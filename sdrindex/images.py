@@ -36,6 +36,16 @@ def _to_gray(img) -> NDArray[np.float64]:
     return np.asarray(img.convert("L"), dtype=np.float64)
 
 
+def _median(values: NDArray[np.float64]) -> float:
+    """np.median of a 1-D array, without its overhead (~10x faster on a border's pixels)."""
+    n = values.shape[0]
+    mid = n // 2
+    if n % 2:
+        return float(np.partition(values, mid)[mid])
+    part = np.partition(values, (mid - 1, mid))
+    return float((part[mid - 1] + part[mid]) / 2.0)
+
+
 def normalize_digit(image, name: str = "image") -> NDArray[np.uint8]:
     """Make one image look like an MNIST digit: (28, 28) uint8, white ink on black.
 
@@ -67,10 +77,11 @@ def normalize_digit(image, name: str = "image") -> NDArray[np.uint8]:
     if gray.size == 0:
         raise DataError(f"{name}: the image has no pixels")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 127:
+    background = _median(border)
+    if background > 127:
         gray = 255.0 - gray  # dark ink on light paper -> MNIST's light ink on black
-    gray = gray - np.median(border if np.median(border) <= 127 else 255.0 - border)
-    gray = np.clip(gray, 0, 255)
+        background = 255.0 - background
+    gray = np.clip(gray - background, 0, 255)
     peak = gray.max()
     if peak <= 0:
         raise DataError(f"{name}: no ink found (the image is uniform); draw or photograph a digit")
@@ -92,8 +103,8 @@ def normalize_digit(image, name: str = "image") -> NDArray[np.uint8]:
     total = small.sum()
     if total <= 0:
         raise DataError(f"{name}: no ink left after scaling")
-    yy, xx = np.mgrid[0:nh, 0:nw]
-    cy, cx = (yy * small).sum() / total, (xx * small).sum() / total
+    cy = float(small.sum(axis=1) @ np.arange(nh)) / total
+    cx = float(small.sum(axis=0) @ np.arange(nw)) / total
     top = int(round(14 - cy))
     left = int(round(14 - cx))
     top = min(max(top, 0), 28 - nh)

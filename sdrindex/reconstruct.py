@@ -637,6 +637,14 @@ class LogisticLabeler:
 
     def decision_function(self, sdrs: ArrayLike) -> NDArray[np.float32]:
         packed = validate(sdrs, self.n_bits, "SDRs")
+        if packed.shape[0] <= 4:
+            # A few SDRs (the service's one query): add the rows of the active bits, ~4x
+            # faster than unpacking and multiplying (same scores up to float rounding).
+            out = np.empty((packed.shape[0], self.coef_t.shape[1]), np.float32)
+            for i, row in enumerate(packed):
+                active = np.flatnonzero(np.unpackbits(row, count=self.n_bits))
+                out[i] = self.coef_t[active].sum(axis=0) + self.intercept
+            return out
         return _dense(packed, self.n_bits) @ self.coef_t + self.intercept
 
     def predict_proba(self, sdrs: ArrayLike) -> NDArray[np.float64]:
