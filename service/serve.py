@@ -71,16 +71,12 @@ def ensure_bundle(bundle: Path, build: bool = True) -> None:
 
         print(
             f"sdrindex serve: no bundle at {bundle}; building the default one (MNIST training "
-            "set, htmcore-mnist SP; a few minutes)...",
+            "set, sdrindex-mnist SP, nndescent index, Ridge decoder; about 2 minutes)...",
             file=sys.stderr,
             flush=True,
         )
-        argv = ["build", "--out", str(bundle)]
-        # With the learned decoders (and the back-projection calibration, the logistic
-        # readout) when this version of `sdrindex build` offers them.
-        _, unknown = cli.build_parser().parse_known_args([*argv, "--decoder"])
-        if "--decoder" not in unknown:
-            argv.append("--decoder")
+        # With the Ridge decoder, the back-projection calibration and the logistic readout.
+        argv = ["build", "--out", str(bundle), "--decoder"]
         code = cli.main(argv)
         if code != 0:
             raise BundleError(f"{bundle}: building the default bundle failed (exit {code})")

@@ -185,13 +185,14 @@ def test_cli_build_decoder_and_evaluate(tmp_path, capsys):
                 "--backend",
                 "exact",
                 "--decoder",
+                "all",
             ]
         )  # fmt: skip
         == 0
     )
     b = Bundle.load(tmp_path / "bd")
     for key in ("ridge_coef", "mlp_coef_0", "mlp_activation", "logistic_coef"):
-        assert key in b.decoder
+        assert key in b.decoder  # "--decoder all": the MLP too
     assert b.manifest["has_decoder"] is True
     capsys.readouterr()
     assert (
@@ -239,7 +240,8 @@ def test_cli_sweep(tmp_path, capsys):
 @pytest.mark.slow
 def test_full_mnist_targets(tmp_path):
     """The project's quality goals on the default full-MNIST bundle (minutes; -m slow)."""
-    assert main(["build", "--out", str(tmp_path / "full"), "--backend", "exact", "--decoder"]) == 0
+    args = ["build", "--out", str(tmp_path / "full"), "--backend", "exact", "--decoder", "all"]
+    assert main(args) == 0
     rep = evaluate(Bundle.load(tmp_path / "full"), backends=("exact",), mp_limit=200)
     rec = rep["reconstruction"]
     assert rec["nearest"]["mse"] <= 0.030
