@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +36,42 @@ def png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG")
     return buf.getvalue()
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:port (Linux /proc/net/tcp, state 0A)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            out.add(fields[9])
+    return out
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_each_worker_listens_on_its_own_socket(server):
+    """sdrindex serve gives each worker its own SO_REUSEPORT listening socket, so the kernel
+    spreads new connections over the workers. (With uvicorn's one shared socket the first
+    worker to wake accepts a whole burst: in the load test 30 of 32 keep-alive clients
+    landed on one of two workers, which halved throughput and doubled latency.)"""
+    port = int(server.url.rsplit(":", 1)[1])
+    listening = _listening_inodes(port)
+    owned = {pid: _socket_inodes(pid) & listening for pid in server.worker_pids}
+    assert len(listening) == len(server.worker_pids) == 2
+    assert all(len(inodes) == 1 for inodes in owned.values()), owned
+    assert len(set().union(*owned.values())) == 2  # not the same socket
 
 
 def test_end_to_end_reconstruct(server):
