@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limiter.append(anyio.CapacityLimiter(settings.threads))
+        sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
         threading.Thread(target=svc.start, name="bundle-loader", daemon=True).start()
         yield
 

@@ -34,13 +34,26 @@ class Settings(BaseSettings):
     )
     knn_k: int = Field(10, ge=1, le=1000, description="neighbours blended by the knn method")
     label_k: int = Field(5, ge=1, le=1000, description="neighbours voting for predicted_label")
-    threads: int = Field(8, ge=1, le=256, description="threads per worker for CPU-bound work")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="threads per worker for CPU-bound work (2: the best latency tail in the "
+        "load test; more threads share one GIL and only interleave)",
+    )
     numba_threads: int = Field(
         1,
         ge=1,
         le=256,
         description="numba threads per request thread (workers already use the cores; "
         "more threads only add start-up cost to single queries)",
+    )
+    switch_interval_ms: float = Field(
+        5.0,
+        gt=0,
+        le=100,
+        description="the interpreter's thread switch interval in each worker (sys."
+        "setswitchinterval; Python's default 5 ms)",
     )
     verify_on_reload: bool = Field(
         False,
