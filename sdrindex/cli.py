@@ -29,10 +29,12 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize, load_mnist
     from sdrindex.plots import comparison_figure
-    from sdrindex.presets import sp_from_config
+    from sdrindex.presets import sp_from_config, threshold_for
     from sdrindex.sp import SpatialPooler
 
     t0 = time.perf_counter()
+    if args.threshold is None:
+        args.threshold = threshold_for(None if args.load_sp else args.config)
     if args.load_sp:
         sp = SpatialPooler.load(args.load_sp)
         print(f"loaded SP from {args.load_sp}", file=sys.stderr)
@@ -342,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--limit", type=int, default=0, help="learn on the first N training images only")
     g.add_argument("--epochs", type=int, default=1)
-    g.add_argument("--threshold", type=_threshold, default=128, help="pixel >= T is on (or 'mean')")
+    g.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="pixel >= T is on (or 'mean'); default: the preset's ('mean' for sdrindex-mnist), "
+        "else 128",
+    )
     g.add_argument("--n", type=int, default=10, help="number of test digits to draw (default 10)")
     g.add_argument("--save-sp", type=Path, help="also save the learned SP (.npz)")
     g.add_argument("--load-sp", type=Path, help="use a saved SP instead of learning one")
