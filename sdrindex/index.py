@@ -969,7 +969,10 @@ class GraphBuilder:
             proc.wait()
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except OSError:  # a dead worker's stdin: the unsent request is moot
+                        pass
         self._tmp.cleanup()
 
     def __del__(self) -> None:
