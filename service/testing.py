@@ -18,7 +18,7 @@ import numpy as np
 def build_small_bundle(
     out: str | Path, n: int = 1500, decoder: bool = True, backend: str = "exact"
 ) -> Path:
-    """A bundle of the first ``n`` MNIST training digits (htmcore-mnist SP, one epoch).
+    """A bundle of the first ``n`` MNIST training digits (the default SP, one epoch, pixel >= 128).
 
     With ``decoder``, it also stores a Ridge decoder and the back-projection calibration,
     so every reconstruction method is available. Reused when ``out`` already holds one.
