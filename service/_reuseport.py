@@ -8,6 +8,8 @@ from typing import Any
 
 from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
 
+from sdrindex.errors import ParameterError
+
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -35,7 +37,13 @@ def run_reuseport(config: Any) -> None:
     """uvicorn's supervisor (restarts, signals, graceful stop) with a socket per worker."""
     # Reserve the port (a bound socket that does not listen gets no connections) so every
     # worker binds the same one, also when port 0 asked for a free port.
-    holder = _reuseport_socket(config.host, config.port)
+    try:
+        holder = _reuseport_socket(config.host, config.port)
+    except OSError as exc:
+        raise ParameterError(
+            f"cannot listen on {config.host}:{config.port} ({exc.strerror or exc}); "
+            "is another server using the port? Choose another with --port"
+        ) from None
     try:
         config.port = holder.getsockname()[1]
         log = logging.getLogger("uvicorn.error")

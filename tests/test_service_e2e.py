@@ -209,3 +209,22 @@ def test_workers_survive_bad_input(server):
                 r = c.post(path, content=body, headers={"content-type": ctype})
                 assert 400 <= r.status_code < 500, (path, ctype, r.status_code, r.text)
     assert readyz_pids(server.url) == server.worker_pids
+
+
+def test_serve_on_a_busy_port_says_so(server):
+    """Another program holds the port: `serve --workers 2` exits 2 naming the port and the fix."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "service.serve", "--bundle", str(server.root), "--no-build",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
