@@ -48,6 +48,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._npy import load_array, save_arrays
 from .errors import BundleError, ParameterError, SDRIndexError
 from .sdr import (
     _overlap_matrix,
@@ -1512,8 +1513,7 @@ class SDRIndex:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
-        for name, arr in arrays.items():
-            np.save(path / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        specs = save_arrays(path, arrays)
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -1521,9 +1521,7 @@ class SDRIndex:
             "n_bits": self.n_bits,
             "n_items": state.n_items,
             "params": self.params,
-            "arrays": {
-                n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()
-            },
+            "arrays": specs,
         }
         (path / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -1560,7 +1558,7 @@ class SDRIndex:
         index = cls(backend, **meta["params"])
         n_bits, n_items = meta["n_bits"], meta["n_items"]
         arrays = {
-            name: _load_array(path / f"{name}.npy", spec, mmap)
+            name: load_array(path / f"{name}.npy", mmap, spec["dtype"], spec["shape"], "index")
             for name, spec in meta["arrays"].items()
         }
         index.n_bits = n_bits
@@ -1626,28 +1624,6 @@ def _check_meta(meta: Any, meta_file: Path) -> None:
         )
         if not ok:
             raise bad(f"array {name!r} must be {ndim}-D of dtype {dtype}, got {spec!r}")
-
-
-def _load_array(file: Path, spec: dict[str, Any], mmap: bool) -> np.ndarray:
-    try:
-        arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise BundleError(
-            f"{file}: missing; the index directory is incomplete, save it again"
-        ) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise BundleError(
-            f"{file}: not a readable .npy file ({exc}); save the index again"
-        ) from exc
-    if arr.dtype.str != spec["dtype"] or list(arr.shape) != spec["shape"]:
-        raise BundleError(
-            f"{file}: holds {arr.dtype.str} {list(arr.shape)} but index.json says "
-            f"{spec['dtype']} {spec['shape']}; the file was damaged or replaced, "
-            "save the index again"
-        )
-    # a plain ndarray view of the mapping: numba's dispatcher types np.memmap (a subclass)
-    # on a slow path, ~0.5 us per argument per call
-    return np.asarray(arr)
 
 
 def _check_csr(a: dict[str, np.ndarray], ptr: str, idx: str, n_cols: int, path: Path) -> None:

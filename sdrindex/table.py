@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._npy import load_array, save_arrays
 from .errors import BundleError, ParameterError
 from .sdr import n_bytes, validate
 
@@ -263,8 +264,7 @@ class TrainingTable:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
-        for name, arr in arrays.items():
-            np.save(path / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        specs = save_arrays(path, arrays)
         if self.labels is None and (path / "labels.npy").exists():
             (path / "labels.npy").unlink()  # a stale file from an earlier save
         meta = {
@@ -274,9 +274,7 @@ class TrainingTable:
             "n_bits": self.n_bits,
             "image_shape": list(self.image_shape),
             "has_labels": self.has_labels,
-            "arrays": {
-                n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()
-            },
+            "arrays": specs,
         }
         (path / "table.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -313,10 +311,10 @@ class TrainingTable:
         }
         arrays: dict[str, Any] = {}
         for name, (dtype, dims) in expected.items():
-            arrays[name] = _load_array(path / f"{name}.npy", mmap, dtype, dims)
+            arrays[name] = load_array(path / f"{name}.npy", mmap, dtype, dims, "table")
         labels = None
         if has_labels:
-            labels = _load_array(path / "labels.npy", mmap, None, [n])
+            labels = load_array(path / "labels.npy", mmap, None, [n], "table")
             if not np.issubdtype(labels.dtype, np.integer):
                 raise BundleError(
                     f"{path / 'labels.npy'}: labels must be integers, got {labels.dtype}"
@@ -352,23 +350,3 @@ def _check_meta(meta: Any, meta_file: Path) -> tuple[int, int, list[int], bool]:
     if not isinstance(has_labels, bool):
         raise bad(f"has_labels must be true or false, got {has_labels!r}")
     return n, n_bits, shape, has_labels
-
-
-def _load_array(file: Path, mmap: bool, dtype: str | None, shape: list[int]) -> np.ndarray:
-    try:
-        arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise BundleError(
-            f"{file}: missing; the table directory is incomplete, save it again"
-        ) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise BundleError(
-            f"{file}: not a readable .npy file ({exc}); save the table again"
-        ) from exc
-    if (dtype is not None and arr.dtype.str != dtype) or list(arr.shape) != shape:
-        want = f"{dtype or 'integer'} {shape}"
-        raise BundleError(
-            f"{file}: holds {arr.dtype.str} {list(arr.shape)}, expected {want}; "
-            "the file was damaged or replaced, save the table again"
-        )
-    return arr
