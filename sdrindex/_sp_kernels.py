@@ -32,24 +32,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
+
+from .sdr import popcount64
 
 _NJIT = {"cache": True, "nogil": True}
-
-
-@intrinsic
-def popcount64(typingctx, x):
-    """Number of set bits of a uint64 (LLVM's ctpop: one POPCNT instruction)."""
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
-        return builder.call(fn, [args[0]])
-
-    return sig, codegen
 
 
 @nb.njit(**_NJIT)

@@ -53,8 +53,9 @@ from .errors import BundleError, ParameterError, SDRIndexError
 from .sdr import (
     _overlap_matrix,
     _overlap_words,
-    _popcount64,
     n_bytes,
+    popcount64,
+    row_popcount,
     to_csr,
     to_words,
     validate,
@@ -303,8 +304,8 @@ def _distance_words(a, b, hamming):
     inter = np.uint64(0)
     union = np.uint64(0)
     for w in range(a.shape[0]):
-        inter += _popcount64(a[w] & b[w])
-        union += _popcount64(a[w] | b[w])
+        inter += popcount64(a[w] & b[w])
+        union += popcount64(a[w] | b[w])
     if hamming:
         return np.float32(union - inter)
     if union == 0:
@@ -616,7 +617,7 @@ def _graph_query_one(
      fresh_ov) = ws  # fmt: skip
     q_count = 0
     for w in range(q_words.shape[0]):
-        q_count += _popcount64(q_words[w])
+        q_count += popcount64(q_words[w])
     m = 0
     if words.shape[0] > 0:
         n_entries = _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, starts)
@@ -990,7 +991,7 @@ def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, max(20 * n_entry, 2000)), replace=False))
     sw = words[sample]
-    counts = np.maximum(_row_popcount(sw), 1).astype(np.float64)
+    counts = np.maximum(row_popcount(sw), 1).astype(np.float64)
     chosen = [int(rng.integers(sample.shape[0]))]
     closeness = np.zeros(sample.shape[0])
     for _ in range(n_entry - 1):
@@ -1000,10 +1001,6 @@ def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray
         closeness[chosen] = np.inf
         chosen.append(int(np.argmin(closeness)))
     return np.sort(sample[chosen]).astype(np.int32)
-
-
-def _row_popcount(words: NDArray[np.uint64]) -> NDArray[np.int64]:
-    return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
 
 
 def _build_graph(
@@ -1114,7 +1111,7 @@ _FEW_ACTIVE = 64
 
 
 def _mean_active(words: NDArray[np.uint64]) -> float:
-    return float(_row_popcount(words).mean()) if words.shape[0] else 0.0
+    return float(row_popcount(words).mean()) if words.shape[0] else 0.0
 
 
 def _graph_neighbors(params: dict[str, Any], n_distinct: int, mean_active: float) -> int:

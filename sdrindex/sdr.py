@@ -19,6 +19,9 @@ from typing import Literal
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import ParameterError
@@ -33,6 +36,8 @@ __all__ = [
     "to_csr",
     "to_words",
     "active_counts",
+    "row_popcount",
+    "popcount64",
     "overlap",
     "add_noise",
     "random_sdrs",
@@ -44,13 +49,30 @@ _MODES = ("swap", "drop", "add")
 # --------------------------------------------------------------------------- kernels
 
 
-@numba.njit(inline="always", cache=True)
-def _popcount64(x):
-    """popcount(x) for a uint64, by the SWAR sum (LLVM turns it into a popcnt instruction)."""
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+@intrinsic
+def popcount64(typingctx, x):
+    """popcount(x) for a uint64: LLVM's ctpop, one POPCNT instruction.
+
+    The project's one popcount: every numba kernel (SP, index, SDR batches) calls this one.
+    """
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+def row_popcount(arr: NDArray[np.unsignedinteger]) -> NDArray[np.int64]:
+    """Set bits of each row of a packed (uint8) or word (uint64) array, of shape (n,).
+
+    The numpy-level twin of :func:`popcount64` for callers outside numba (no validation:
+    use :func:`active_counts` for SDRs that come from a user).
+    """
+    arr = np.asarray(arr)
+    return np.bitwise_count(arr).sum(axis=-1, dtype=np.int64)
 
 
 @numba.njit(inline="always", cache=True)
@@ -58,7 +80,7 @@ def _overlap_words(a, b):
     """|a AND b| = sum_w popcount(a[w] & b[w]) for two rows of uint64 words."""
     total = np.uint64(0)
     for w in range(a.shape[0]):
-        total += _popcount64(a[w] & b[w])
+        total += popcount64(a[w] & b[w])
     return np.int32(total)
 
 
@@ -77,7 +99,7 @@ def _row_counts(packed):
     for i in range(packed.shape[0]):
         c = 0
         for j in range(packed.shape[1]):
-            c += _popcount64(np.uint64(packed[i, j]))
+            c += popcount64(np.uint64(packed[i, j]))
         counts[i] = c
     return counts
 

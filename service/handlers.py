@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sdrindex.errors import ParameterError
+from sdrindex.sdr import row_popcount
 from service.errors import ApiError
 from service.inputs import (
     Query,
@@ -30,8 +31,6 @@ from service.inputs import (
     query_from_json,
 )
 from service.state import BundleService, Loaded, predict
-
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
 class Timer:
@@ -78,10 +77,6 @@ def _sdr_out(packed_row: NDArray[np.uint8], n_columns: int) -> dict[str, Any]:
     return {"active": active.tolist(), "size": n_columns}
 
 
-def _popcount(packed: NDArray[np.uint8]) -> NDArray[np.int64]:
-    return _POPCOUNT[packed].sum(axis=-1)
-
-
 def describe_matches(
     loaded: Loaded, query: NDArray[np.uint8], ids: NDArray, overlaps: NDArray
 ) -> list[dict[str, Any]]:
@@ -92,8 +87,8 @@ def describe_matches(
         return []
     table = loaded.bundle.table
     pos = table.positions(ids)
-    sizes = _popcount(np.asarray(table.sdrs)[pos])
-    union = int(_popcount(query).sum()) + sizes - overlaps
+    sizes = row_popcount(np.asarray(table.sdrs)[pos])
+    union = int(row_popcount(query).sum()) + sizes - overlaps
     jac = np.where(union > 0, overlaps / np.maximum(union, 1), 0.0)
     labels = None if table.labels is None else np.asarray(table.labels)[pos].tolist()
     return [
