@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sdrindex.errors import ParameterError, SDRIndexError
+from sdrindex.sdr import row_popcount
 
 
 def _threshold(value: str):
@@ -79,107 +80,46 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Stages:
-    """Per-stage timing for the closing summary."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    def run(self, name: str, fn, *args, **kwargs):
-        print(f"[{name}] ...", file=sys.stderr, flush=True)
-        t = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.times[name] = time.perf_counter() - t
-        print(f"[{name}] done in {self.times[name]:.1f} s", file=sys.stderr, flush=True)
-        return out
-
-
-def train_decoders(bundle, verbose: bool = False, mlp: bool = False) -> dict[str, np.ndarray]:
-    """Everything ``build --decoder`` stores in ``bundle.decoder`` (arrays, no pickle).
-
-    The back-projection calibration (connected and weighted), the Ridge decoder, with
-    ``mlp`` also the MLP decoder (:func:`sdrindex.reconstruct.train_decoder`) and, with
-    labels, the logistic readout.
-    """
-    from sdrindex.reconstruct import fit_backprojection, fit_logistic, train_decoder
-
-    arrays: dict[str, np.ndarray] = {}
-    steps = [
-        ("back-projection calibration", lambda: fit_backprojection(bundle, weighted=False)),
-        ("back-projection calibration (weighted)", lambda: fit_backprojection(bundle, True)),
-        ("ridge decoder", lambda: train_decoder(bundle, "ridge")),
-    ]
-    if mlp:
-        steps.append(("mlp decoder", lambda: train_decoder(bundle, "mlp")))
-    if bundle.table.labels is not None:
-        steps.append(("logistic readout", lambda: fit_logistic(bundle)))
-    for name, fn in steps:
-        t = time.perf_counter()
-        arrays.update(fn())
-        if verbose:
-            print(f"  {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
-    return arrays
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    from sdrindex.bundle import Bundle
-    from sdrindex.datasets import binarize
     from sdrindex.images import load_source
-    from sdrindex.index import SDRIndex
+    from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
     from sdrindex.presets import sp_from_config, threshold_for
-    from sdrindex.table import TrainingTable
 
     if args.epochs < 1:
         raise ParameterError(f"--epochs must be >= 1, got {args.epochs}")
-    stages = _Stages()
     sp = sp_from_config(args.config)  # validate the config before any long work
-    if args.threshold is None:
-        args.threshold = threshold_for(args.config)
-    data = stages.run("load", load_source, args.data, args.labels, args.limit or None)
-    n = len(data.images)
-    X = binarize(data.images, args.threshold).reshape(n, -1)
-    if X.shape[1] != sp.n_inputs:
-        raise ParameterError(
-            f"the SP expects {sp.n_inputs} inputs but the images have {X.shape[1]} pixels; "
-            "set inputDimensions in --config to the image shape"
-        )
-    index = SDRIndex(args.backend)
-    index.prepare_fit(sp.n_columns, n)  # pynndescent compiles on the other core meanwhile
-    stages.run("learn SP", sp.fit, X, epochs=args.epochs)
-    sdrs = stages.run("encode", sp.transform, X, packed=True)
-    table = TrainingTable(data.images, sdrs, sp.n_columns, labels=data.labels)
-    index = stages.run("index", index.fit, sdrs, sp.n_columns)
-    bundle = Bundle(
+    threshold = threshold_for(args.config) if args.threshold is None else args.threshold
+    t = time.perf_counter()
+    data = load_source(args.data, args.labels, args.limit or None)
+    times = BuildTimes({"load": time.perf_counter() - t})
+    bundle = build_bundle(
+        data.images,
+        data.labels,
         sp=sp,
-        table=table,
-        index=index,
-        encoder={"threshold": args.threshold, "rule": "pixel >= threshold"},
+        threshold=threshold,
+        epochs=args.epochs,
+        backend=args.backend,
+        decoders={None: None, "ridge": "default", "all": "all"}[args.decoder],
         dataset={
             "source": str(args.data or "mnist"),
             "description": data.description,
-            "n_items": n,
             "skipped_files": len(data.skipped),
-            "labels": data.labels is not None,
         },
+        progress=stderr_progress,
+        times=times,
     )
-    if args.decoder:
-        bundle.decoder = stages.run(
-            "train decoder", train_decoders, bundle, verbose=True, mlp=args.decoder == "all"
-        )
-    out = stages.run("save", bundle.save, args.out)
-    counts = np.unpackbits(sdrs, axis=1, count=sp.n_columns).sum(axis=1)
-    total = sum(stages.times.values())
+    t = time.perf_counter()
+    out = bundle.save(args.out)
+    times.seconds["save"] = time.perf_counter() - t
+    n = len(data.images)
+    counts = row_popcount(np.asarray(bundle.table.sdrs))
     print(f"bundle: {out}")
     print(f"items: {n}" + (f" ({len(data.skipped)} files skipped)" if data.skipped else ""))
     print(
         f"SP: {sp.n_columns} columns, {counts.mean():.1f} active on average "
         f"(sparsity {counts.mean() / sp.n_columns:.4f}, min {counts.min()}, max {counts.max()})"
     )
-    print(
-        "seconds: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in stages.times.items())
-        + f"; total {total:.1f}"
-    )
+    print(f"seconds: {times}")
     return 0
 
 
@@ -315,13 +255,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sdrindex",
-        description="Spatial Pooler SDRs of images: learn, index, search, reconstruct.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_fetch_mnist(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fetch-mnist", help="download MNIST from mirrors and verify it")
     f.add_argument("--dir", required=True, type=Path, help="folder to write the four files to")
     f.add_argument(
@@ -332,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     f.set_defaults(func=cmd_fetch_mnist)
 
+
+def _add_figure(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "figure", help="learn the SP on MNIST and draw original / SDR / back-projection"
     )
@@ -357,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     g.set_defaults(func=cmd_figure)
 
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="batch offline indexing: learn the SP, encode, index, save")
     b.add_argument("--out", required=True, type=Path, help="bundle directory")
     b.add_argument(
@@ -391,12 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=cmd_build)
 
+
+def _add_add(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("add", help="append images to a bundle (atomic)")
     a.add_argument("dir", type=Path, help="bundle directory")
     a.add_argument("images", nargs="+", help="image files or folders")
     a.add_argument("--label", type=int, default=None, help="label of the added images")
     a.set_defaults(func=cmd_add)
 
+
+def _add_query(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("query", help="nearest stored items of images, by SDR overlap")
     q.add_argument("dir", type=Path, help="bundle directory")
     q.add_argument("images", nargs="+", help="image files")
@@ -405,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--figure", type=Path, help="write a side-by-side PNG")
     q.set_defaults(func=cmd_query)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "evaluate", help="reconstruction, classification, index and noise report on MNIST test"
     )
@@ -428,21 +372,74 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("sweep", help="learn a grid of SP configs on MNIST and compare them")
     w.add_argument("--grid", required=True, type=Path, help="TOML or JSON grid file")
     w.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     w.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     w.set_defaults(func=cmd_sweep)
 
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="describe a bundle")
     i.add_argument("dir", type=Path)
     i.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
     i.set_defaults(func=cmd_info)
 
-    from service.serve import add_parser as add_serve  # no FastAPI import until it runs
 
-    add_serve(sub)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sdrindex",
+        description="Spatial Pooler SDRs of images: learn, index, search, reconstruct.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_fetch_mnist(sub)
+    _add_figure(sub)
+    _add_build(sub)
+    _add_add(sub)
+    _add_query(sub)
+    _add_evaluate(sub)
+    _add_sweep(sub)
+    _add_info(sub)
+    _add_plugin_commands(sub)
     return p
+
+
+#: Entry-point group through which installed extras add sub-commands (the service adds
+#: ``serve``); the library never imports its app.
+PLUGIN_GROUP = "sdrindex.commands"
+
+#: Commands an extra provides, and the extra to install when it is missing.
+_EXTRA_COMMANDS = {"serve": "service"}
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the sub-commands of installed extras; name the extra for a missing one."""
+    from importlib.metadata import entry_points
+
+    found = set()
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            add_parser = ep.load()
+        except ImportError:
+            continue  # the extra's dependencies are missing: the stub below explains
+        add_parser(sub)
+        found.add(ep.name)
+    for name, extra in _EXTRA_COMMANDS.items():
+        if name not in found:
+            stub = sub.add_parser(name, help=f"(needs the '{extra}' extra)")
+            stub.set_defaults(func=_missing_extra(name, extra))
+
+
+def _missing_extra(name: str, extra: str):
+    def run(args: argparse.Namespace) -> int:
+        raise ParameterError(
+            f"`sdrindex {name}` needs the {extra!r} extra, which is not installed: "
+            f"pip install 'sdrindex[{extra}]'"
+        )
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,13 +281,13 @@ def evaluate(
         with ``_`` and are not written to ``report.json``.
     """
     from sdrindex.datasets import load_mnist
+    from sdrindex.decoders import train_decoder
     from sdrindex.reconstruct import (
         DecoderReconstructor,
         KNNLabeler,
         LogisticLabeler,
         MatchingPursuitCoder,
         make_reconstructor,
-        train_decoder,
     )
     from sdrindex.sdr import add_noise
 

@@ -35,6 +35,15 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sdrindex.decoders import (
+    backprojection_weights,
+    dense_sdrs,
+    fit_backprojection,
+    fit_logistic,
+    max_normalise,
+    raw_backprojection,
+    training_rows,
+)
 from sdrindex.errors import ParameterError
 from sdrindex.sdr import validate
 
@@ -46,9 +55,6 @@ __all__ = [
     "DecoderReconstructor",
     "RECONSTRUCTORS",
     "make_reconstructor",
-    "train_decoder",
-    "fit_backprojection",
-    "fit_logistic",
     "KNNLabeler",
     "LogisticLabeler",
     "LABELERS",
@@ -77,39 +83,6 @@ def _check_int(value: Any, name: str, lo: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise ParameterError(f"{name} must be an integer >= {lo}, got {value!r}")
     return int(value)
-
-
-def _dense(packed: NDArray[np.uint8], n_bits: int, dtype=np.float32) -> NDArray:
-    """Packed SDRs -> dense (n, n_bits) array of ``dtype``."""
-    return np.unpackbits(packed, axis=1, count=n_bits).astype(dtype, copy=False)
-
-
-def _csr(packed: NDArray[np.uint8], n_bits: int):
-    """Packed SDRs -> scipy CSR float32 matrix (n, n_bits)."""
-    import scipy.sparse as sp
-
-    from sdrindex.sdr import to_csr
-
-    indptr, indices = to_csr(packed, n_bits)
-    data = np.ones(indices.shape[0], np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(packed.shape[0], n_bits))
-
-
-def _design(packed: NDArray[np.uint8], n_bits: int):
-    """Training matrix for scikit-learn: dense float32 (BLAS, several times faster than
-    scipy's single-threaded sparse products) while it fits in ~2 GB, else CSR."""
-    if packed.shape[0] * n_bits <= 5 * 10**8:
-        return _dense(packed, n_bits, np.float32)
-    return _csr(packed, n_bits)
-
-
-def _training_rows(bundle: Any, n: int | None, seed: int = 0) -> NDArray[np.int64]:
-    """Row positions used for fitting: all rows, or ``n`` of them drawn without replacement."""
-    total = len(bundle.table)
-    if n is None or n >= total:
-        return np.arange(total)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(total, size=int(n), replace=False))
 
 
 def _decoder_dict(bundle: Any) -> dict[str, NDArray]:
@@ -208,65 +181,6 @@ class KNNReconstructor(Reconstructor):
 # --------------------------------------------------------------------------- back-projection
 
 
-def _backprojection_weights(sp: Any, weighted: bool) -> NDArray[np.float32]:
-    """(n_columns, n_inputs) float32: connected synapses 0/1, or permanences."""
-    w = sp.permanences_ if weighted else sp.connected_matrix()
-    return np.ascontiguousarray(w, dtype=np.float32)
-
-
-def _raw_backprojection(
-    sp: Any, packed: NDArray[np.uint8], weighted: bool, weights: NDArray | None = None
-) -> NDArray[np.float32]:
-    """Per-pixel sum over the active columns of connected synapses (or permanences).
-
-    The same numbers as ``sp.inverse_transform`` (its numba kernel, fed the packed rows
-    directly and the weights computed once).
-    """
-    from sdrindex._sp_kernels import back_project
-
-    if weights is None:
-        weights = _backprojection_weights(sp, weighted)
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
-    return back_project(packed, int(sp.n_columns), weights)
-
-
-def _max_normalise(raw: NDArray[np.float32]) -> NDArray[np.float32]:
-    peak = raw.max(axis=1, keepdims=True)
-    return raw / np.maximum(peak, 1e-12)
-
-
-def fit_backprojection(
-    bundle: Any, weighted: bool = False, n_rows: int | None = 10000, seed: int = 0
-) -> dict[str, NDArray[np.float32]]:
-    """Calibrate the back-projection rule on training rows; returns the arrays to store.
-
-    For each pixel ``p`` a least-squares line ``image[p] ~ offset[p] + scale[p] * m[p]`` is
-    fitted over ``n_rows`` training images, where ``m`` is the raw back-projection map
-    divided by its maximum (see :class:`BackprojectionReconstructor`).
-
-    Returns
-    -------
-    dict with ``backprojection_{connected|weighted}_scale`` and ``..._offset``, each of shape
-    (n_pixels,) float32.
-    """
-    rows = _training_rows(bundle, n_rows, seed)
-    table = bundle.table
-    packed = np.asarray(table.sdrs)[rows]
-    m = _max_normalise(_raw_backprojection(bundle.sp, packed, weighted)).astype(np.float64)
-    y = np.asarray(table.images)[rows].reshape(len(rows), -1).astype(np.float64) / 255.0
-    m_mean, y_mean = m.mean(axis=0), y.mean(axis=0)
-    mc = m - m_mean
-    var = (mc**2).sum(axis=0)
-    cov = (mc * (y - y_mean)).sum(axis=0)
-    scale = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 0.0)
-    offset = y_mean - scale * m_mean
-    kind = "weighted" if weighted else "connected"
-    return {
-        f"backprojection_{kind}_scale": scale.astype(np.float32),
-        f"backprojection_{kind}_offset": offset.astype(np.float32),
-    }
-
-
 class BackprojectionReconstructor(Reconstructor):
     """The Spatial Pooler run backwards, with intensities calibrated on the training set.
 
@@ -307,7 +221,7 @@ class BackprojectionReconstructor(Reconstructor):
             raise ParameterError(f"rule must be one of {self.RULES}, got {rule!r}")
         self.weighted = bool(weighted)
         self.rule = rule
-        self.weights = _backprojection_weights(bundle.sp, self.weighted)
+        self.weights = backprojection_weights(bundle.sp, self.weighted)
         kind = "weighted" if self.weighted else "connected"
         if rule == "affine":
             dec = bundle.decoder or {}
@@ -320,7 +234,7 @@ class BackprojectionReconstructor(Reconstructor):
             self.scale = np.asarray(arrays[keys[0]], np.float32)
             self.offset = np.asarray(arrays[keys[1]], np.float32)
         elif rule == "topk":
-            rows = _training_rows(bundle, n_calibration)
+            rows = training_rows(bundle, n_calibration)
             imgs = np.asarray(bundle.table.images)[rows].reshape(len(rows), -1)
             on = imgs >= 128
             self.n_on = max(1, int(round(on.sum(axis=1).mean())))
@@ -329,15 +243,15 @@ class BackprojectionReconstructor(Reconstructor):
     def raw_map(self, sdrs: ArrayLike) -> NDArray[np.float32]:
         """The uncalibrated back-projection, (n, H, W) float32 (counts, or permanence sums)."""
         packed = validate(sdrs, self.n_bits, "SDRs")
-        raw = _raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
+        raw = raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
         return raw.reshape((packed.shape[0], *self.image_shape))
 
     def _reconstruct(self, packed):
-        raw = _raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
+        raw = raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
         if self.rule == "max":
-            return _max_normalise(raw)
+            return max_normalise(raw)
         if self.rule == "affine":
-            return self.offset + self.scale * _max_normalise(raw)
+            return self.offset + self.scale * max_normalise(raw)
         out = np.zeros_like(raw)
         top = np.argpartition(-raw, self.n_on - 1, axis=1)[:, : self.n_on]
         np.put_along_axis(out, top, self.on_value, axis=1)
@@ -353,78 +267,6 @@ _ACTIVATIONS = {
     "logistic": lambda x: np.divide(1.0, 1.0 + np.exp(-x), out=x),
     "identity": lambda x: x,
 }
-
-
-def train_decoder(
-    bundle: Any,
-    kind: str = "ridge",
-    *,
-    n_rows: int | None = None,
-    alpha: float = 10.0,
-    hidden_layer_sizes: tuple[int, ...] = (512,),
-    max_iter: int = 10,
-    batch_size: int = 256,
-    learning_rate_init: float = 1e-3,
-    alpha_mlp: float = 1e-5,
-    seed: int = 0,
-    verbose: bool = False,
-) -> dict[str, NDArray]:
-    """Train a decoder SDR -> image on the bundle's training table; returns its arrays.
-
-    Parameters
-    ----------
-    kind : {"ridge", "mlp"}
-        ``"ridge"``: :class:`sklearn.linear_model.Ridge` (``alpha``), closed form.
-        ``"mlp"``: :class:`sklearn.neural_network.MLPRegressor` (``hidden_layer_sizes``, relu,
-        adam, ``max_iter`` epochs, L2 ``alpha_mlp``), squared error on [0, 1] pixels.
-    n_rows : int, optional
-        Train on this many random rows (default: all).
-
-    Returns
-    -------
-    dict name -> ndarray (float32 weights; see :data:`DECODER_KEYS`), ready to merge into
-    ``bundle.decoder``; nothing is pickled.
-    """
-    rows = _training_rows(bundle, n_rows, seed)
-    n_bits = int(bundle.sp.n_columns)
-    packed = np.asarray(bundle.table.sdrs)[rows]
-    y = np.asarray(bundle.table.images)[rows].reshape(len(rows), -1).astype(np.float32) / 255.0
-    if kind == "ridge":
-        from sklearn.linear_model import Ridge
-
-        X = _dense(packed, n_bits, np.float32)
-        model = Ridge(alpha=float(alpha), solver="cholesky").fit(X, y)
-        return {
-            "ridge_coef": np.ascontiguousarray(model.coef_, np.float32),
-            "ridge_intercept": np.asarray(model.intercept_, np.float32),
-        }
-    if kind == "mlp":
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPRegressor
-
-        model = MLPRegressor(
-            hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
-            activation="relu",
-            solver="adam",
-            alpha=float(alpha_mlp),
-            batch_size=int(batch_size),
-            learning_rate_init=float(learning_rate_init),
-            max_iter=int(max_iter),
-            shuffle=True,
-            random_state=seed,
-            verbose=verbose,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(_design(packed, n_bits), y)
-        out: dict[str, NDArray] = {"mlp_activation": np.array(model.activation)}
-        for i, (w, b) in enumerate(zip(model.coefs_, model.intercepts_, strict=True)):
-            out[f"mlp_coef_{i}"] = np.ascontiguousarray(w, np.float32)
-            out[f"mlp_intercept_{i}"] = np.asarray(b, np.float32)
-        return out
-    raise ParameterError(f"decoder kind must be 'ridge' or 'mlp', got {kind!r}")
 
 
 def _mlp_layers(dec: dict[str, NDArray]) -> list[tuple[NDArray, NDArray]]:
@@ -501,7 +343,7 @@ class DecoderReconstructor(Reconstructor):
         out = np.empty((packed.shape[0], int(np.prod(self.image_shape))), np.float32)
         step = 2048
         for lo in range(0, packed.shape[0], step):
-            x = _dense(packed[lo : lo + step], self.n_bits, np.float32)
+            x = dense_sdrs(packed[lo : lo + step], self.n_bits, np.float32)
             if self.model == "ridge":
                 out[lo : lo + step] = x @ self.coef_t + self.intercept
                 continue
@@ -584,33 +426,6 @@ class KNNLabeler:
         return self.predict_from_neighbours(ids, ov)
 
 
-def fit_logistic(
-    bundle: Any, C: float = 0.01, max_iter: int = 300, n_rows: int | None = None, seed: int = 0
-) -> dict[str, NDArray]:
-    """Train a multinomial logistic readout SDR -> label on the training table.
-
-    Returns the arrays ``logistic_coef``, ``logistic_intercept``, ``logistic_classes``.
-    """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    if bundle.table.labels is None:
-        raise ParameterError("this bundle has no labels: build it from labelled data")
-    rows = _training_rows(bundle, n_rows, seed)
-    X = _design(np.asarray(bundle.table.sdrs)[rows], int(bundle.sp.n_columns))
-    y = np.asarray(bundle.table.labels)[rows]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = LogisticRegression(C=float(C), max_iter=int(max_iter)).fit(X, y)
-    return {
-        "logistic_coef": np.asarray(model.coef_, np.float32),
-        "logistic_intercept": np.asarray(model.intercept_, np.float32),
-        "logistic_classes": np.asarray(model.classes_, np.int64),
-    }
-
-
 class LogisticLabeler:
     """Labels from SDRs by a logistic-regression readout (what the SDR Classifier gives).
 
@@ -645,7 +460,7 @@ class LogisticLabeler:
                 active = np.flatnonzero(np.unpackbits(row, count=self.n_bits))
                 out[i] = self.coef_t[active].sum(axis=0) + self.intercept
             return out
-        return _dense(packed, self.n_bits) @ self.coef_t + self.intercept
+        return dense_sdrs(packed, self.n_bits) @ self.coef_t + self.intercept
 
     def predict_proba(self, sdrs: ArrayLike) -> NDArray[np.float64]:
         """Class probabilities (n, n_classes), columns in ``classes_`` order."""

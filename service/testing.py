@@ -48,7 +48,7 @@ def build_small_bundle(
         dataset={"source": "mnist", "description": f"MNIST train, first {n}", "n_items": n},
     )
     if decoder:
-        from sdrindex.reconstruct import fit_backprojection, train_decoder
+        from sdrindex.decoders import fit_backprojection, train_decoder
 
         arrays = dict(fit_backprojection(bundle, weighted=False))
         arrays.update(train_decoder(bundle, "ridge"))

@@ -10,6 +10,7 @@ import pytest
 from sdrindex.bundle import Bundle
 from sdrindex.cli import main
 from sdrindex.datasets import binarize, load_mnist
+from sdrindex.decoders import train_decoder
 from sdrindex.evaluate import (
     REFERENCE_METHODS,
     SDR_METHODS,
@@ -24,7 +25,6 @@ from sdrindex.evaluate import (
     write_report,
 )
 from sdrindex.index import SDRIndex
-from sdrindex.reconstruct import train_decoder
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
 

@@ -7,6 +7,7 @@ import pytest
 
 from sdrindex.bundle import Bundle
 from sdrindex.datasets import binarize, load_mnist
+from sdrindex.decoders import fit_backprojection, fit_logistic, train_decoder
 from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
 from sdrindex.reconstruct import (
@@ -16,11 +17,8 @@ from sdrindex.reconstruct import (
     KNNLabeler,
     LogisticLabeler,
     MatchingPursuitCoder,
-    fit_backprojection,
-    fit_logistic,
     make_labeler,
     make_reconstructor,
-    train_decoder,
 )
 from sdrindex.sdr import overlap
 from sdrindex.sp import SpatialPooler

@@ -1,0 +1,231 @@
+"""The build pipeline: images -> binarize -> SP fit -> encode -> table -> index -> decoders.
+
+:func:`build_bundle` is the only place that runs these stages; ``sdrindex build``, the
+service's first start, ``sdrindex sweep``, the benchmarks and the tests all call it. Each
+stage is timed and reported through one callback (:class:`Progress`), so a terminal, a log
+or a test sees the same events.
+
+The graph index's compiler starts before the SP learns (``SDRIndex.prepare_fit``: on the
+other core, in a worker process), which is why the stages are not simply chained calls.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from sdrindex.bundle import Bundle, check_labels_arg
+from sdrindex.datasets import binarize
+from sdrindex.decoders import DECODER_KINDS, train_decoders
+from sdrindex.errors import ParameterError
+from sdrindex.index import SDRIndex
+from sdrindex.sp import SpatialPooler
+from sdrindex.table import TrainingTable
+
+__all__ = [
+    "STAGES",
+    "DECODER_SETS",
+    "StageEvent",
+    "Progress",
+    "stderr_progress",
+    "BuildTimes",
+    "build_bundle",
+]
+
+#: The stages in the order they run (``decoders`` only when asked for).
+STAGES = ("binarize", "learn SP", "encode", "table", "index", "decoders")
+
+#: ``decoders=`` shorthands: what the decoder stage fits (see :func:`train_decoders`).
+DECODER_SETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "default": ("calibration", "ridge", "logistic"),
+    "all": ("calibration", "ridge", "mlp", "logistic"),
+}
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """One stage starting (``seconds`` None) or done (``seconds`` its wall time)."""
+
+    stage: str
+    state: Literal["start", "done"]
+    seconds: float | None = None
+    detail: str = ""
+
+
+#: A progress callback: receives every :class:`StageEvent`.
+Progress = Callable[[StageEvent], None]
+
+
+def stderr_progress(event: StageEvent) -> None:
+    """The terminal reporter: ``[stage] ...`` then ``[stage] done in 1.2 s``."""
+    if event.state == "start":
+        msg = f"[{event.stage}] ..." + (f" {event.detail}" if event.detail else "")
+    else:
+        msg = f"[{event.stage}] done in {event.seconds:.1f} s"
+        msg += f" ({event.detail})" if event.detail else ""
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class BuildTimes:
+    """Wall seconds per stage of one build, in the order the stages ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
+        return f"{parts}; total {self.total:.1f}"
+
+
+class _Stages:
+    """Times each stage and reports it to the progress callback."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress or (lambda event: None)
+        self.times = BuildTimes()
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        self.progress(StageEvent(name, "start", detail=detail))
+        t = time.perf_counter()
+        yield
+        self.times.seconds[name] = time.perf_counter() - t
+        self.progress(StageEvent(name, "done", self.times.seconds[name]))
+
+
+def _step_log(progress: Progress | None) -> Callable[[str, float], None]:
+    """Report a decoder step as a finished sub-stage ``decoders: <step>``."""
+
+    def log(step: str, seconds: float) -> None:
+        if progress is not None:
+            progress(StageEvent(f"decoders: {step}", "done", seconds))
+
+    return log
+
+
+def _decoder_kinds(decoders: str | Iterable[str] | None) -> tuple[str, ...]:
+    if decoders is None:
+        return ()
+    if isinstance(decoders, str):
+        if decoders not in DECODER_SETS:
+            raise ParameterError(
+                f"decoders must be one of {sorted(DECODER_SETS)} or a list of kinds, "
+                f"got {decoders!r}"
+            )
+        return DECODER_SETS[decoders]
+    kinds = tuple(decoders)
+    unknown = sorted(set(kinds) - set(DECODER_KINDS))
+    if unknown:
+        raise ParameterError(f"unknown decoder kinds {unknown}; choose from {DECODER_KINDS}")
+    return kinds
+
+
+def _as_images(images: ArrayLike) -> NDArray[np.uint8]:
+    arr = np.asarray(images)
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise ParameterError(
+            f"images must be a non-empty array of shape (n, height, width), got {arr.shape}"
+        )
+    if arr.dtype != np.uint8:
+        raise ParameterError(f"images must be uint8 (0-255), got {arr.dtype}")
+    return arr
+
+
+def build_bundle(
+    images: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    sp: SpatialPooler,
+    threshold: float | str = 128,
+    epochs: int = 1,
+    backend: str = "nndescent",
+    index_params: Mapping[str, Any] | None = None,
+    decoders: str | Iterable[str] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    times: BuildTimes | None = None,
+) -> Bundle:
+    """Run the whole pipeline on ``images`` and return the (unsaved) bundle.
+
+    Parameters
+    ----------
+    images : array of shape (n, height, width), uint8
+        The training images; ``height * width`` must equal ``sp.n_inputs``.
+    labels : array of shape (n,), optional
+        Integer labels (kept in the table; needed for the logistic readout).
+    sp : SpatialPooler
+        An unfitted SP with the parameters to learn (see :mod:`sdrindex.sp.presets`).
+    threshold : int, float or "mean"
+        The binarisation rule (:func:`sdrindex.datasets.binarize`).
+    epochs : int
+        Passes of SP learning over the images.
+    backend : {"nndescent", "exact"}
+        The index backend.
+    index_params : mapping, optional
+        Keyword parameters of the backend (e.g. ``n_neighbors``).
+    decoders : {"none", "default", "all"} or list of kinds, optional
+        What the decoder stage fits: kinds ``calibration``, ``ridge``, ``mlp``, ``logistic``
+        (``logistic`` only with labels). None or "none" skips the stage.
+    dataset : mapping, optional
+        Provenance stored in the manifest (``source``, ``description``...).
+    progress : callable, optional
+        Receives a :class:`StageEvent` as each stage starts and ends
+        (:func:`stderr_progress` prints them).
+    times : BuildTimes, optional
+        Filled with each stage's wall seconds.
+
+    Returns
+    -------
+    Bundle
+        Call :meth:`Bundle.save` to write it.
+    """
+    if int(epochs) < 1:
+        raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    kinds = _decoder_kinds(decoders)
+    arr = _as_images(images)
+    n = arr.shape[0]
+    labels_arr = check_labels_arg(labels, n)
+    if arr.shape[1] * arr.shape[2] != sp.n_inputs:
+        raise ParameterError(
+            f"the SP expects {sp.n_inputs} inputs but the images have "
+            f"{arr.shape[1] * arr.shape[2]} pixels; set inputDimensions in the SP config to "
+            "the image shape"
+        )
+    stages = _Stages(progress)
+    index = SDRIndex(backend, **dict(index_params or {}))
+    index.prepare_fit(sp.n_columns, n)  # pynndescent compiles on the other core meanwhile
+    with stages.stage("binarize"):
+        X = binarize(arr, threshold).reshape(n, -1)
+    with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
+        sp.fit(X, epochs=int(epochs))
+    with stages.stage("encode"):
+        sdrs = sp.transform(X, packed=True)
+    with stages.stage("table"):
+        table = TrainingTable(arr, sdrs, sp.n_columns, labels=labels_arr)
+    with stages.stage("index", backend):
+        index.fit(sdrs, sp.n_columns)
+    bundle = Bundle(
+        sp=sp,
+        table=table,
+        index=index,
+        encoder={"threshold": threshold, "rule": "pixel >= threshold"},
+        dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
+    )
+    if kinds:
+        with stages.stage("decoders", ", ".join(kinds)):
+            bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
+    if times is not None:
+        times.seconds.update(stages.times.seconds)
+    return bundle
