@@ -62,7 +62,7 @@ __all__ = [
     "writing",
 ]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 # ============================================================================ errors
 
@@ -223,9 +223,9 @@ def _new_temp_file(folder: Path, name: str) -> tuple[int, Path]:
 
 def atomic_write(
     path: str | os.PathLike[str],
-    write: Callable[[BinaryIO], T],
+    write: Callable[[BinaryIO], _T],
     check: Callable[[Path], None] | None = None,
-) -> T:
+) -> _T:
     """Write ``path`` atomically: ``write(fh)`` fills a temporary file in the same folder,
     which is fsynced, handed to ``check(temp_path)`` (raise to abandon it), renamed over
     ``path``, and the folder fsynced. Returns what ``write`` returns.

@@ -6,7 +6,9 @@ unsigned-byte type (0x08), the one MNIST uses, is supported. Files may be gzip-c
 recognised by its magic bytes (1f 8b), not by the file name.
 
 MNIST files are checked against the SHA-256 of their *decompressed* bytes (`MNIST_FILES`), so a
-file re-compressed by a different mirror or tool still verifies.
+file re-compressed by a different mirror or tool still verifies. Files are written atomically and
+OS errors reported naming the file by :mod:`sdrindex._store`; downloads stream through
+:mod:`sdrindex.fetch`.
 """
 
 from __future__ import annotations
