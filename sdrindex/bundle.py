@@ -16,19 +16,18 @@ Saving writes a new version in a temporary directory, fsyncs it, renames it into
 and then swaps ``current`` with an atomic ``rename`` of a symlink: a reader or a crash at
 any moment sees either the old bundle or the new one, never half of one. Old versions
 are removed afterwards. Loading checks the format version and every file's size and
-SHA-256 before reading anything, and nothing in a bundle is unpickled.
+SHA-256 before reading anything, and nothing in a bundle is unpickled. The writes, the
+locks (``.lock`` for the writer, ``.update.lock`` for :func:`update_lock`) and the checks
+come from :mod:`sdrindex._store`; whatever goes wrong with one file of a bundle (a
+``DataError`` from the part's loader, an ``OSError``) surfaces as a :class:`BundleError`
+naming that file and the bundle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
-import hashlib
-import json
-import os
-import shutil
-import uuid
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,20 +36,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sdrindex.errors import BundleError, DataError, ParameterError, SDRIndexError
+from sdrindex._store import (
+    atomic_dir,
+    bundle_errors,
+    check_format,
+    data_error,
+    file_lock,
+    read_json,
+    reading,
+    remove_quietly,
+    sha256_file,
+    swap_symlink,
+    write_json,
+)
+from sdrindex.errors import BundleError, ParameterError, SDRIndexError
 
 FORMAT = "sdrindex-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "current"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+#: Lock file of the writer swapping versions (held by :meth:`Bundle.save` only).
+WRITER_LOCK = ".lock"
+#: Lock file held across a whole read-add-save cycle (``sdrindex add``, the service's
+#: ``POST /v1/items``), so that two updaters never lose one another's items.
+UPDATE_LOCK = ".update.lock"
+_REBUILD = "rebuild the bundle with `sdrindex build`"
 
 
 def _versions() -> dict[str, str]:
@@ -69,38 +79,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _writer_lock(root: Path) -> Iterator[None]:
-    """One writer at a time per bundle directory (readers never wait)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-#: Lock file held across a whole read-add-save cycle (``sdrindex add``, the service's
-#: ``POST /v1/items``), so that two updaters never lose one another's items.
-UPDATE_LOCK = ".update.lock"
-
-
 @contextlib.contextmanager
 def update_lock(path: str | Path) -> Iterator[None]:
     """Serialise read-modify-save cycles on the bundle directory ``path`` across processes.
@@ -111,12 +89,17 @@ def update_lock(path: str | Path) -> Iterator[None]:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: no bundle directory here")
-    with open(root / UPDATE_LOCK, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with _locked(root, UPDATE_LOCK):
+        yield
+
+
+@contextlib.contextmanager
+def _locked(root: Path, name: str) -> Iterator[None]:
+    """Hold the lock file ``root/name``; only taking it maps to BundleError, not the block."""
+    with contextlib.ExitStack() as stack:
+        with bundle_errors(root, "check the bundle directory is writable"):
+            stack.enter_context(file_lock(root / name))
+        yield
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -191,36 +174,31 @@ class Bundle:
 
     # ------------------------------------------------------------------ save
     def save(self, path: str | Path, keep_versions: int = 1) -> Path:
-        """Write the bundle atomically as a new version of ``path``; returns its directory."""
+        """Write the bundle atomically as a new version of ``path``; returns its directory.
+
+        Raises
+        ------
+        BundleError
+            When the bundle cannot be written (permission, disk full), naming the file; the
+            previous version stays live.
+        """
         root = Path(path)
-        with _writer_lock(root):
+        with bundle_errors(root, "save it again"):
+            root.mkdir(parents=True, exist_ok=True)
+        with _locked(root, WRITER_LOCK):
             for stale in root.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+                remove_quietly(stale)
             stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            name = f"v-{stamp}-{uuid.uuid4().hex[:6]}"
-            tmp = root / f".tmp-{name}"
-            tmp.mkdir()
-            try:
-                self._write(tmp)
-                _fsync_tree(tmp)
-                final = root / name
-                os.rename(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            link_tmp = root / f".current-{uuid.uuid4().hex[:6]}"
-            os.symlink(name, link_tmp)
-            os.replace(link_tmp, root / CURRENT)
-            dfd = os.open(root, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            name = f"v-{stamp}-{secrets.token_hex(3)}"
+            with bundle_errors(root, "save it again"):
+                with atomic_dir(root / name, tmp_prefix=".tmp-") as tmp:
+                    self._write(tmp)
+                swap_symlink(root / CURRENT, name)
             versions = sorted(p for p in root.glob("v-*") if p.is_dir() and p.name != name)
             for old in versions[: max(0, len(versions) - (keep_versions - 1))]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.path = final
-        return final
+                remove_quietly(old)
+        self.path = root / name
+        return self.path
 
     def _write(self, out: Path) -> None:
         self.sp.save(out / "sp.npz")
@@ -234,7 +212,7 @@ class Bundle:
         for p in sorted(out.rglob("*")):
             if p.is_file():
                 rel = p.relative_to(out).as_posix()
-                files[rel] = {"sha256": _sha256(p), "size": p.stat().st_size}
+                files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -249,7 +227,7 @@ class Bundle:
             "has_decoder": bool(self.decoder),
             "files": files,
         }
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(out / MANIFEST, manifest)
         self.manifest = manifest
 
     # ------------------------------------------------------------------ load
@@ -269,52 +247,14 @@ class Bundle:
         from sdrindex.table import TrainingTable
 
         vdir = resolve_version(path)
-        mpath = vdir / MANIFEST
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{mpath}: unreadable manifest ({exc}); rebuild the bundle") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise BundleError(f"{mpath}: not an sdrindex bundle manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"{mpath}: bundle format version {manifest.get('format_version')!r} is not "
-                f"supported (this sdrindex reads version {FORMAT_VERSION}); rebuild the bundle "
-                "with this version of sdrindex"
-            )
-        files = manifest.get("files")
-        if not isinstance(files, dict) or not files:
-            raise BundleError(f"{mpath}: the manifest lists no files; rebuild the bundle")
-        if verify:
-            for rel, info in files.items():
-                f = vdir / rel
-                if not f.is_file():
-                    raise BundleError(f"{f}: missing from the bundle; rebuild the bundle")
-                try:
-                    size, digest = int(info["size"]), str(info["sha256"])
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise BundleError(f"{mpath}: bad entry for {rel}; rebuild the bundle") from exc
-                if f.stat().st_size != size:
-                    raise BundleError(
-                        f"{f}: size {f.stat().st_size} bytes, the manifest says {size} "
-                        "(truncated or replaced); rebuild the bundle"
-                    )
-                if _sha256(f) != digest:
-                    raise BundleError(f"{f}: checksum mismatch (corrupted); rebuild the bundle")
-        try:
+        with bundle_errors(vdir, _REBUILD):
+            manifest = _read_manifest(vdir)
+            if verify:
+                _verify_files(vdir, manifest["files"])
             sp = SpatialPooler.load(vdir / "sp.npz")
-        except DataError as exc:
-            raise BundleError(str(exc)) from exc
-        table = TrainingTable.load(vdir / "table", mmap=mmap)
-        index = SDRIndex.load(vdir / "index", mmap=mmap)
-        decoder = None
-        dfile = vdir / "decoder" / "weights.npz"
-        if dfile.is_file():
-            try:
-                with np.load(dfile, allow_pickle=False) as z:
-                    decoder = {k: z[k] for k in z.files}
-            except (ValueError, OSError) as exc:
-                raise BundleError(f"{dfile}: unreadable ({exc}); rebuild the bundle") from exc
+            table = TrainingTable.load(vdir / "table", mmap=mmap)
+            index = SDRIndex.load(vdir / "index", mmap=mmap)
+            decoder = _load_decoder(vdir / "decoder" / "weights.npz")
         if len(table) != len(index) or table.n_bits != sp.n_columns or index.n_bits != sp.n_columns:
             raise BundleError(
                 f"{vdir}: parts disagree (table {len(table)} rows of {table.n_bits} bits, index "
@@ -347,6 +287,45 @@ class Bundle:
             "has_labels": self.table.labels is not None,
             "has_decoder": bool(self.decoder),
         }
+
+
+def _read_manifest(vdir: Path) -> dict[str, Any]:
+    """The checked manifest of the version ``vdir`` (DataError naming it when it is bad)."""
+    mpath = vdir / MANIFEST
+    fix = "rebuild the bundle with this version of sdrindex"
+    manifest = check_format(
+        read_json(mpath, fix), mpath, FORMAT, FORMAT_VERSION, fix, version_key="format_version"
+    )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise data_error(mpath, "the manifest lists no files", fix)
+    return manifest
+
+
+def _verify_files(vdir: Path, files: dict[str, Any]) -> None:
+    """Every file the manifest lists is there with its size and SHA-256."""
+    for rel, info in files.items():
+        f = vdir / rel
+        if not f.is_file():
+            raise data_error(f, "missing from the bundle", _REBUILD)
+        try:
+            size, digest = int(info["size"]), str(info["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise data_error(vdir / MANIFEST, f"bad entry for {rel}", _REBUILD) from exc
+        if f.stat().st_size != size:
+            raise data_error(
+                f, f"size {f.stat().st_size} bytes, the manifest says {size} (truncated or "
+                "replaced)", _REBUILD
+            )  # fmt: skip
+        if sha256_file(f) != digest:
+            raise data_error(f, "checksum mismatch (corrupted)", _REBUILD)
+
+
+def _load_decoder(dfile: Path) -> dict[str, NDArray] | None:
+    if not dfile.is_file():
+        return None
+    with reading(dfile, _REBUILD), np.load(dfile, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def check_labels_arg(labels: ArrayLike | None, n: int) -> NDArray[np.int64] | None:

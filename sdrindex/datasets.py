@@ -6,38 +6,35 @@ unsigned-byte type (0x08), the one MNIST uses, is supported. Files may be gzip-c
 recognised by its magic bytes (1f 8b), not by the file name.
 
 MNIST files are checked against the SHA-256 of their *decompressed* bytes (`MNIST_FILES`), so a
-file re-compressed by a different mirror or tool still verifies.
+file re-compressed by a different mirror or tool still verifies. Files are written atomically and
+OS errors reported naming the file by :mod:`sdrindex._store`; downloads stream through
+:mod:`sdrindex.fetch`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
-import http.client
 import logging
 import math
 import numbers
 import os
-import secrets
-import socket
 import struct
 import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sdrindex._store import atomic_write, reading
 from sdrindex.errors import DataError, ParameterError
+from sdrindex.fetch import MirrorFailure, fetch_file, megabytes, mirror_url, resolve_mirrors
 
 __all__ = [
     "DEFAULT_MIRRORS",
@@ -99,7 +96,6 @@ _IDX_TYPE_NAMES = {
 _CHUNK = 1 << 20
 # No MNIST file is larger than 10 MB compressed; a mirror sending far more is broken or hostile.
 _MAX_DOWNLOAD_BYTES = 128 * _CHUNK
-_USER_AGENT = "sdrindex (python urllib)"
 
 # Successful verifications, (path, device, inode, size, mtime) -> SHA-256, so that repeated loads
 # of the same unchanged file do not hash 47 MB again. Only successes are stored.
@@ -137,14 +133,8 @@ def _first_bytes(data: bytes) -> str:
 @contextlib.contextmanager
 def _open_maybe_gzip(path: Path) -> Iterator[tuple[BinaryIO, bool, os.stat_result]]:
     """Open `path` for reading, decompressing when it starts with the gzip magic bytes."""
-    try:
-        raw = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found. {_refetch_hint(path)}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected an IDX file.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open the file ({exc.strerror or exc}).") from None
+    with reading(path, _refetch_hint(path)):
+        raw = open(path, "rb")  # opened alone so that only opening maps to DataError
     with raw:
         st = os.fstat(raw.fileno())
         head = raw.read(2)
@@ -312,63 +302,6 @@ def read_idx(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
 # writing
 
 
-def _new_temp_file(folder: Path, name: str) -> tuple[int, Path]:
-    """Create an empty, exclusively owned temporary file next to its final place."""
-    for _ in range(100):
-        tmp = folder / f".{name}.{secrets.token_hex(6)}.part"
-        try:
-            # 0o666 so that the umask, not mkstemp's 0o600, decides the final permissions.
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            )
-        except FileExistsError:
-            continue
-        return fd, tmp
-    raise DataError(f"{folder}: could not create a temporary file for {name}.")  # pragma: no cover
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary file in the same folder, fsync it, then rename it over `path`."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise DataError(
-            f"{path}: cannot write, the folder {folder} does not exist; create it first."
-        )
-    try:
-        fd, tmp = _new_temp_file(folder, path.name)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write in {folder} ({exc.strerror or exc}).") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(folder)
-
-
 def write_idx(path: str | os.PathLike[str], array: ArrayLike) -> Path:
     """Write a uint8 array of any rank as an IDX file, atomically.
 
@@ -421,7 +354,7 @@ def write_idx(path: str | os.PathLike[str], array: ArrayLike) -> Path:
             f.write(header)
             f.write(flat.data)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -694,138 +627,20 @@ def binarize(images: ArrayLike, threshold: float | Literal["mean"] = 128) -> NDA
 # downloading
 
 
-class _MirrorFailure(Exception):
-    """One mirror could not deliver one file; `unreachable` means skip it for the other files."""
-
-    def __init__(self, reason: str, unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.unreachable = unreachable
-
-
-_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
-
-
-def _is_unreachable(reason: object) -> bool:
-    if isinstance(reason, socket.gaierror | TimeoutError):
-        return True
-    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
-
-
-def _resolve_mirrors(mirrors: str | Sequence[str] | None) -> list[str]:
-    if mirrors is None:
-        env = os.environ.get("SDRINDEX_MNIST_MIRRORS", "")
-        items = [m.strip() for m in env.split(",") if m.strip()]
-        source = "SDRINDEX_MNIST_MIRRORS"
-        if not items:
-            return list(DEFAULT_MIRRORS)
-    elif isinstance(mirrors, str | os.PathLike):
-        items, source = [os.fspath(mirrors)], "mirrors"
-    else:
-        items, source = [os.fspath(m) for m in mirrors], "mirrors"
-    if not items:
-        raise ParameterError(
-            "mirrors: the list is empty; give at least one base URL, or None for the defaults."
-        )
-    resolved = []
-    for item in items:
-        if "://" not in item and Path(item).expanduser().is_dir():
-            item = Path(item).expanduser().resolve().as_uri()
-        parts = urllib.parse.urlsplit(item)
-        if parts.scheme not in ("http", "https", "file") or (
-            parts.scheme != "file" and not parts.netloc
-        ):
-            raise ParameterError(
-                f"{source}: {item!r} is not a mirror; give base URLs such as "
-                f"{DEFAULT_MIRRORS[0]!r} (http://, https:// or file://) or a local folder."
-            )
-        resolved.append(item)
-    return resolved
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
-
-
-def _mirror_url(base: str, name: str) -> str:
-    return (base if base.endswith("/") else base + "/") + name
-
-
-def _download(url: str, out: BinaryIO, timeout: float, progress: bool) -> int:
-    """Stream `url` into `out`; network trouble raises _MirrorFailure, local trouble propagates."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _MirrorFailure(f"HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise _MirrorFailure(
-            f"cannot connect ({exc.reason})", unreachable=_is_unreachable(exc.reason)
-        ) from None
-    except TimeoutError:
-        raise _MirrorFailure(f"no answer within {timeout} s", unreachable=True) from None
-    except (http.client.HTTPException, OSError) as exc:
-        raise _MirrorFailure(f"connection failed ({exc!r})") from None
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        show = progress and sys.stderr.isatty()
-        received = 0
-        while True:
-            try:
-                chunk = response.read(_CHUNK)
-            except TimeoutError:
-                raise _MirrorFailure(f"stalled for more than {timeout} s") from None
-            except (http.client.HTTPException, OSError) as exc:
-                raise _MirrorFailure(f"connection broke after {received} bytes ({exc!r})") from None
-            if not chunk:
-                break
-            received += len(chunk)
-            if received > _MAX_DOWNLOAD_BYTES:
-                raise _MirrorFailure(f"sent more than {_MAX_DOWNLOAD_BYTES} bytes; not MNIST")
-            out.write(chunk)
-            if show:
-                of = f" of {total / 1e6:.1f}" if total else ""
-                sys.stderr.write(f"\r  {received / 1e6:.1f}{of} MB")
-                sys.stderr.flush()
-        if show:
-            sys.stderr.write("\n")
-    if total is not None and received != total:
-        raise _MirrorFailure(f"incomplete download: got {received} of {total} bytes")
-    return received
-
-
 def _fetch_one(
     url: str, final: Path, sha256: str, shape: tuple[int, ...], timeout: float, progress: bool
 ) -> None:
-    """Download `url` to a temporary file next to `final`, verify it, then rename it into place."""
-    try:
-        fd, tmp = _new_temp_file(final.parent, final.name)
-    except OSError as exc:
-        raise DataError(
-            f"{final}: cannot write in {final.parent} ({exc.strerror or exc})."
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            size = _download(url, out, timeout, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        problem = _mnist_problem(tmp, sha256, shape)
-        if problem is not None:
-            raise _MirrorFailure(f"verification failed: {problem}")
-        os.replace(tmp, final)
-    except BaseException as exc:
-        _unlink_quietly(tmp)
-        if isinstance(exc, OSError):
-            # Network errors became _MirrorFailure in _download; this one is local (disk full...).
-            raise DataError(f"{final}: cannot write the download ({exc}).") from exc
-        raise
-    _fsync_dir(final.parent)
+    """Download `url` to `final` atomically, renamed into place only once verified."""
+
+    def check(tmp: Path) -> str | None:
+        return _mnist_problem(tmp, sha256, shape)
+
+    size = fetch_file(url, final, check, timeout, progress, _MAX_DOWNLOAD_BYTES)
     with contextlib.suppress(OSError):
         # The renamed file is the one just verified: record it so that a following load is fast.
         _remember_verified(_cache_key(final, os.stat(final)), sha256)
     if progress:
-        print(f"  {final.name}: {_megabytes(size)}, SHA-256 verified", file=sys.stderr)
+        print(f"  {final.name}: {megabytes(size)}, SHA-256 verified", file=sys.stderr)
 
 
 def fetch_mnist(
@@ -877,7 +692,7 @@ def fetch_mnist(
         or not 0 < float(timeout) < math.inf
     ):
         raise ParameterError(f"timeout: must be a positive number of seconds, got {timeout!r}.")
-    bases = _resolve_mirrors(mirrors)
+    bases = resolve_mirrors(mirrors, DEFAULT_MIRRORS, "SDRINDEX_MNIST_MIRRORS")
     dest = Path(dest_dir).expanduser()
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -899,7 +714,7 @@ def fetch_mnist(
                 continue
         failures: list[str] = []
         for base in bases:
-            url = _mirror_url(base, name)
+            url = mirror_url(base, name)
             if base in unreachable:
                 failures.append(f"  - {url}: skipped, the mirror was unreachable")
                 continue
@@ -907,7 +722,7 @@ def fetch_mnist(
                 print(f"fetching {url}", file=sys.stderr)
             try:
                 _fetch_one(url, final, sha256, shape, float(timeout), progress)
-            except _MirrorFailure as exc:
+            except MirrorFailure as exc:
                 logger.warning("mirror failed for %s: %s: %s", name, url, exc)
                 failures.append(f"  - {url}: {exc}")
                 if exc.unreachable:

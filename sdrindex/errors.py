@@ -1,9 +1,17 @@
 """One exception family for every user-facing failure.
 
 Each message says what was wrong and how to fix it.
+
+Files: a part that is missing, unreadable or damaged raises :class:`DataError` naming the
+file (whoever loads it: ``read_idx``, ``TrainingTable.load``, ``SDRIndex.load``,
+``SpatialPooler.load``); a bundle raises :class:`BundleError`, naming the bundle and, when one
+file is to blame, that file. ``sdrindex._store`` holds the one mapping of OS and format errors
+onto these two (see its module docstring).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class SDRIndexError(Exception):
@@ -15,8 +23,22 @@ class ParameterError(SDRIndexError, ValueError):
 
 
 class DataError(SDRIndexError, ValueError):
-    """A data file (IDX, image, array) is missing, truncated, corrupt or of the wrong kind."""
+    """A data file (IDX, image, array, JSON) is missing, truncated, corrupt or of the wrong kind.
+
+    Attributes
+    ----------
+    path : Path or None
+        The file, when the error is about one file (set by ``sdrindex._store``).
+    problem : str or None
+        What is wrong with it, without the fix (so a bundle can give its own).
+    fix : str or None
+        How to fix it.
+    """
+
+    path: Path | None = None
+    problem: str | None = None
+    fix: str | None = None
 
 
 class BundleError(SDRIndexError):
-    """A bundle on disk is missing a file, damaged, or of an unknown format version."""
+    """A bundle is missing, damaged, of an unknown format version, or cannot be written."""

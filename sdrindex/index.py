@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._npy import load_array, save_arrays
+from ._store import load_array, save_arrays
 from .errors import BundleError, ParameterError, SDRIndexError
 from .sdr import (
     _overlap_matrix,

@@ -7,12 +7,13 @@ table unless given, and each :meth:`TrainingTable.append` continues from the lar
 On disk a table is a directory of plain ``.npy`` files (``images.npy``, ``sdrs.npy``,
 ``ids.npy``, ``labels.npy`` when there are labels) and ``table.json``. :meth:`load` maps the
 arrays read-only (``mmap_mode="r"``) by default, so several server workers share one copy
-through the page cache; nothing is unpickled.
+through the page cache; nothing is unpickled. A missing or damaged file raises
+:class:`~sdrindex.errors.DataError` naming it (inside a bundle, ``Bundle.load`` reports it as a
+:class:`~sdrindex.errors.BundleError`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._npy import load_array, save_arrays
-from .errors import BundleError, ParameterError
+from ._store import check_format, data_error, load_array, read_json, save_arrays, write_json
+from .errors import ParameterError
 from .sdr import n_bytes, validate
 
 __all__ = ["TrainingTable", "TableRows"]
 
 _FORMAT = "sdrindex.table"
 _FORMAT_VERSION = 1
+_FIX = "save the table again with TrainingTable.save"
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,10 @@ class TrainingTable:
         return arrays
 
     def save(self, path: str | Path) -> None:
-        """Write the table to a directory (created if needed) as ``.npy`` files + table.json."""
+        """Write the table to a directory (created if needed) as ``.npy`` files + table.json.
+
+        Not atomic on its own: ``Bundle.save`` writes it inside a new version directory.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
@@ -276,7 +281,7 @@ class TrainingTable:
             "has_labels": self.has_labels,
             "arrays": specs,
         }
-        (path / "table.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(path / "table.json", meta)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> TrainingTable:
@@ -290,19 +295,12 @@ class TrainingTable:
 
         Raises
         ------
-        BundleError
+        DataError
             When a file is missing, unreadable or inconsistent; the message names it.
         """
         path = Path(path)
         meta_file = path / "table.json"
-        try:
-            meta = json.loads(meta_file.read_text())
-        except FileNotFoundError:
-            raise BundleError(
-                f"{meta_file}: missing; is {path} a table saved by TrainingTable.save?"
-            ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{meta_file}: unreadable ({exc}); save the table again") from exc
+        meta = read_json(meta_file, f"is {path} a table saved by TrainingTable.save?")
         n, n_bits, shape, has_labels = _check_meta(meta, meta_file)
         expected = {
             "images": ("|u1", [n, *shape]),
@@ -316,25 +314,20 @@ class TrainingTable:
         if has_labels:
             labels = load_array(path / "labels.npy", mmap, None, [n], "table")
             if not np.issubdtype(labels.dtype, np.integer):
-                raise BundleError(
-                    f"{path / 'labels.npy'}: labels must be integers, got {labels.dtype}"
+                raise data_error(
+                    path / "labels.npy", f"labels must be integers, got {labels.dtype}", _FIX
                 )
         try:
             return cls(arrays["images"], arrays["sdrs"], n_bits, labels, arrays["ids"])
         except ParameterError as exc:
-            raise BundleError(f"{path}: inconsistent table ({exc}); save the table again") from exc
+            raise data_error(path, f"inconsistent table ({exc})", _FIX) from exc
 
 
 def _check_meta(meta: Any, meta_file: Path) -> tuple[int, int, list[int], bool]:
-    def bad(why: str) -> BundleError:
-        return BundleError(f"{meta_file}: {why}; save the table again with TrainingTable.save")
+    def bad(why: str) -> Exception:
+        return data_error(meta_file, why, _FIX)
 
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise bad(f"not an sdrindex table (format {_FORMAT!r} expected)")
-    if meta.get("version") != _FORMAT_VERSION:
-        raise bad(
-            f"unknown format version {meta.get('version')!r} (this code reads {_FORMAT_VERSION})"
-        )
+    check_format(meta, meta_file, _FORMAT, _FORMAT_VERSION, _FIX)
 
     def pos_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -118,6 +119,43 @@ def test_damaged_bundle_is_refused_naming_the_file(tmp_path, mnist_small, damage
     with pytest.raises(BundleError) as info:
         Bundle.load(tmp_path / "bd")
     assert str(target) in str(info.value) or target.name in str(info.value)
+
+
+def test_damaged_part_unverified_is_a_bundle_error_naming_file_and_bundle(tmp_path, mnist_small):
+    images, labels = mnist_small
+    make_bundle(images[:100], labels[:100]).save(tmp_path / "bd")
+    v = resolve_version(tmp_path / "bd")
+    target = v / "table" / "sdrs.npy"
+    np.save(target, np.zeros((3, 3), np.uint8))  # a valid .npy of the wrong shape
+    with pytest.raises(BundleError) as info:
+        Bundle.load(tmp_path / "bd", verify=False)
+    message = str(info.value)
+    assert message.startswith(f"{target}: holds |u1 [3, 3]")
+    assert f"bundle {v}" in message and "rebuild the bundle" in message
+
+
+def test_save_on_a_full_disk_is_a_bundle_error_and_keeps_the_old_version(
+    tmp_path, mnist_small, monkeypatch
+):
+    images, labels = mnist_small
+    b = make_bundle(images[:100], labels[:100])
+    b.save(tmp_path / "bd")
+    before = os.readlink(tmp_path / "bd" / "current")
+    real_save = np.save
+
+    def full(file, *args, **kwargs):
+        if str(file).endswith("sdrs.npy"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_save(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(BundleError) as info:
+        b.save(tmp_path / "bd")
+    monkeypatch.undo()
+    assert "sdrs.npy: no space left" in str(info.value) and "free some space" in str(info.value)
+    assert os.readlink(tmp_path / "bd" / "current") == before
+    assert not list((tmp_path / "bd").glob(".tmp-*"))
+    assert len(Bundle.load(tmp_path / "bd").table) == 100
 
 
 def test_not_a_bundle(tmp_path):

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdrindex import datasets
+from sdrindex._store import atomic_write
 from sdrindex.datasets import (
     DEFAULT_MIRRORS,
     MNIST_FILES,
@@ -129,7 +130,7 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        datasets._atomic_write(path, interrupted)
+        atomic_write(path, interrupted)
     np.testing.assert_array_equal(read_idx(path), np.full(4, 9, np.uint8))
     assert os.listdir(tmp_path) == ["a.idx"]
 

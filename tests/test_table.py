@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sdrindex import sdr
-from sdrindex.errors import BundleError, ParameterError
+from sdrindex.errors import DataError, ParameterError
 from sdrindex.table import TrainingTable
 
 N_BITS = 100
@@ -135,7 +135,7 @@ def test_save_without_labels(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "pickle", "shape", "json", "version"])
-def test_damaged_directory_raises_bundle_error_naming_the_file(table, tmp_path, damage):
+def test_damaged_directory_raises_data_error_naming_the_file(table, tmp_path, damage):
     table.save(tmp_path)
     target = "table.json" if damage in ("json", "version") else "sdrs.npy"
     file = tmp_path / target
@@ -153,12 +153,12 @@ def test_damaged_directory_raises_bundle_error_naming_the_file(table, tmp_path, 
         meta = json.loads(file.read_text())
         meta["version"] = 99
         file.write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match=target.replace(".", r"\.")):
+    with pytest.raises(DataError, match=target.replace(".", r"\.")):
         TrainingTable.load(tmp_path)
 
 
-def test_inconsistent_ids_file_raises_bundle_error(table, tmp_path):
+def test_inconsistent_ids_file_raises_data_error(table, tmp_path):
     table.save(tmp_path)
     np.save(tmp_path / "ids.npy", np.zeros(12, np.int64))  # not unique
-    with pytest.raises(BundleError, match="unique"):
+    with pytest.raises(DataError, match="unique"):
         TrainingTable.load(tmp_path)
