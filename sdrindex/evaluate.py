@@ -282,13 +282,9 @@ def evaluate(
     """
     from sdrindex.datasets import load_mnist
     from sdrindex.decoders import train_decoder
-    from sdrindex.reconstruct import (
-        DecoderReconstructor,
-        KNNLabeler,
-        LogisticLabeler,
-        MatchingPursuitCoder,
-        make_reconstructor,
-    )
+    from sdrindex.baselines import MatchingPursuitCoder
+    from sdrindex.labels import KNNLabeler, LogisticLabeler
+    from sdrindex.reconstruct import DecoderReconstructor, make_reconstructor
     from sdrindex.sdr import add_noise
 
     if bundle.table.labels is None:
