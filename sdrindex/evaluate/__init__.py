@@ -35,7 +35,7 @@ training images once and applied unchanged to originals and reconstructions.
 
 Modules: ``methods`` (the method lists), ``metrics``, ``sections`` (inputs, labels, index,
 noise, SP), ``reconstruction`` (SDR and reference rows), ``run`` (:func:`evaluate`),
-``report`` (the files), ``grid`` (:func:`sweep`).
+``report`` (the files), ``plots`` (the figures), ``grid`` (:func:`sweep`).
 """
 
 from sdrindex.evaluate.grid import format_sweep, load_grid, sweep

@@ -123,7 +123,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
         ``json``, ``md`` and one path per figure (``comparison``, ``noise``, ``index``,
         ``activation``).
     """
-    from sdrindex import plots
+    from sdrindex.evaluate import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
