@@ -29,7 +29,7 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 
 def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize, load_mnist
-    from sdrindex.plots import comparison_figure
+    from sdrindex.evaluate.plots import comparison_figure
     from sdrindex.presets import sp_from_config, threshold_for
     from sdrindex.sp import SpatialPooler
 
@@ -192,7 +192,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 lab = "-" if m["label"] is None else m["label"]
                 print(f"  id {m['id']:>7}  label {lab}  overlap {m['overlap']}")
     if args.figure:
-        from sdrindex.plots import matches_figure
+        from sdrindex.evaluate.plots import matches_figure
 
         stored = [
             bundle.table.images[bundle.table.positions([m["id"] for m in r["matches"]])]

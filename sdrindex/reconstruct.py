@@ -17,15 +17,16 @@ builds one):
     table (see :class:`BackprojectionReconstructor`).
 ``decoder``
     A learned inverse SDR -> image: scikit-learn ``Ridge`` or ``MLPRegressor`` trained on the
-    training table (:func:`train_decoder`), stored in the bundle as plain arrays and run in
-    numpy (:class:`DecoderReconstructor`).
+    training table (:func:`~sdrindex.decoders.train_decoder`), stored in the bundle as plain
+    arrays and run in numpy (:class:`DecoderReconstructor`).
 
-Also here: the labels of SDRs (:class:`KNNLabeler`, :class:`LogisticLabeler`,
-:func:`make_labeler`) and a baseline outside the Spatial Pooler, the forum's dictionary /
-matching-pursuit encoder (:class:`MatchingPursuitCoder`).
+The labels of SDRs live in :mod:`sdrindex.labels`, the matching-pursuit baseline outside
+the Spatial Pooler in :mod:`sdrindex.baselines`.
 
 Learned arrays live in ``bundle.decoder`` (a dict name -> ndarray saved as
 ``decoder/weights.npz``, never pickled); the key names are listed in :data:`DECODER_KEYS`.
+A reconstructor reads them and never writes them: what it fits on demand (the
+back-projection calibration) stays in the reconstructor.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from sdrindex.decoders import (
     backprojection_weights,
     dense_sdrs,
     fit_backprojection,
-    fit_logistic,
     max_normalise,
     raw_backprojection,
     training_rows,
@@ -55,11 +55,6 @@ __all__ = [
     "DecoderReconstructor",
     "RECONSTRUCTORS",
     "make_reconstructor",
-    "KNNLabeler",
-    "LogisticLabeler",
-    "LABELERS",
-    "make_labeler",
-    "MatchingPursuitCoder",
     "DECODER_KEYS",
 ]
 
@@ -83,12 +78,6 @@ def _check_int(value: Any, name: str, lo: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise ParameterError(f"{name} must be an integer >= {lo}, got {value!r}")
     return int(value)
-
-
-def _decoder_dict(bundle: Any) -> dict[str, NDArray]:
-    if bundle.decoder is None:
-        bundle.decoder = {}
-    return bundle.decoder
 
 
 # =========================================================================== reconstructors
@@ -311,7 +300,7 @@ class DecoderReconstructor(Reconstructor):
         if not has[model]:
             raise ParameterError(
                 f"this bundle has no {model} decoder: rebuild it with `sdrindex build --decoder` "
-                "(or train one with sdrindex.reconstruct.train_decoder and save the bundle)"
+                "(or train one with sdrindex.decoders.train_decoder and save the bundle)"
             )
         self.model = model
         n_pix = int(np.prod(self.image_shape))
@@ -376,237 +365,3 @@ def make_reconstructor(name: str, bundle: Any, **params: Any) -> Reconstructor:
         return cls(bundle, **params)
     except TypeError as exc:  # an unknown keyword for this method
         raise ParameterError(f"bad parameters for {name!r}: {exc}") from None
-
-
-# =========================================================================== labels
-
-
-class KNNLabeler:
-    """Labels from SDRs by an overlap-weighted vote of the k nearest stored SDRs.
-
-    Parameters
-    ----------
-    k : int
-        Neighbours voting (default 5).
-    power : float
-        Each neighbour votes with ``overlap ** power`` (0: one vote each).
-    """
-
-    name = "knn"
-
-    def __init__(self, bundle: Any, k: int = 5, power: float = 1.0) -> None:
-        if bundle.table.labels is None:
-            raise ParameterError("this bundle has no labels: build it from labelled data")
-        self.bundle = bundle
-        self.k = _check_int(k, "k")
-        self.power = float(power)
-        self.n_bits = int(bundle.sp.n_columns)
-        labels = np.asarray(bundle.table.labels)
-        self.classes_ = np.unique(labels)
-
-    def predict_from_neighbours(self, ids: NDArray, overlaps: NDArray) -> NDArray[np.int64]:
-        """Votes of already-found neighbours (ids, overlaps of shape (n, >= k))."""
-        ids, overlaps = ids[:, : self.k], overlaps[:, : self.k]
-        table = self.bundle.table
-        ok = ids >= 0
-        pos = np.zeros(ids.shape, np.int64)
-        pos[ok] = table.positions(ids[ok])
-        lab = np.searchsorted(self.classes_, np.asarray(table.labels)[pos])
-        w = np.where(ok, np.maximum(overlaps, 0).astype(np.float64) ** self.power, 0.0)
-        # The nearest neighbour breaks ties (tiny bonus).
-        w[:, 0] += 1e-9
-        votes = np.zeros((ids.shape[0], self.classes_.size))
-        np.add.at(votes, (np.repeat(np.arange(ids.shape[0]), ids.shape[1]), lab.ravel()), w.ravel())
-        return self.classes_[votes.argmax(axis=1)].astype(np.int64)
-
-    def predict(self, sdrs: ArrayLike) -> NDArray[np.int64]:
-        """Packed SDRs (n, ceil(n_columns/8)) -> labels (n,)."""
-        packed = validate(sdrs, self.n_bits, "SDRs")
-        ids, ov = self.bundle.index.query(packed, self.k)
-        return self.predict_from_neighbours(ids, ov)
-
-
-class LogisticLabeler:
-    """Labels from SDRs by a logistic-regression readout (what the SDR Classifier gives).
-
-    Uses the readout stored in ``bundle.decoder`` (``sdrindex build --decoder``), else
-    trains one on the training table (:func:`fit_logistic`) and keeps it in
-    ``bundle.decoder``.
-    """
-
-    name = "logistic"
-
-    def __init__(self, bundle: Any, **fit_params: Any) -> None:
-        self.bundle = bundle
-        self.n_bits = int(bundle.sp.n_columns)
-        dec = bundle.decoder or {}
-        if "logistic_coef" not in dec or np.shape(dec["logistic_coef"])[1] != self.n_bits:
-            _decoder_dict(bundle).update(fit_logistic(bundle, **fit_params))
-            dec = bundle.decoder
-        self.coef_t = np.ascontiguousarray(np.asarray(dec["logistic_coef"], np.float32).T)
-        self.intercept = np.asarray(dec["logistic_intercept"], np.float32)
-        self.classes_ = np.asarray(dec["logistic_classes"], np.int64)
-        if self.coef_t.shape[1] == 1:  # binary problem: sklearn keeps one row
-            self.coef_t = np.hstack([-self.coef_t, self.coef_t]) / 2
-            self.intercept = np.array([-self.intercept[0], self.intercept[0]]) / 2
-
-    def decision_function(self, sdrs: ArrayLike) -> NDArray[np.float32]:
-        packed = validate(sdrs, self.n_bits, "SDRs")
-        if packed.shape[0] <= 4:
-            # A few SDRs (the service's one query): add the rows of the active bits, ~4x
-            # faster than unpacking and multiplying (same scores up to float rounding).
-            out = np.empty((packed.shape[0], self.coef_t.shape[1]), np.float32)
-            for i, row in enumerate(packed):
-                active = np.flatnonzero(np.unpackbits(row, count=self.n_bits))
-                out[i] = self.coef_t[active].sum(axis=0) + self.intercept
-            return out
-        return dense_sdrs(packed, self.n_bits) @ self.coef_t + self.intercept
-
-    def predict_proba(self, sdrs: ArrayLike) -> NDArray[np.float64]:
-        """Class probabilities (n, n_classes), columns in ``classes_`` order."""
-        z = self.decision_function(sdrs).astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict(self, sdrs: ArrayLike) -> NDArray[np.int64]:
-        """Packed SDRs (n, ceil(n_columns/8)) -> labels (n,)."""
-        return self.classes_[self.decision_function(sdrs).argmax(axis=1)]
-
-
-LABELERS: dict[str, type] = {"knn": KNNLabeler, "logistic": LogisticLabeler}
-
-
-def make_labeler(name: str, bundle: Any, **params: Any):
-    """Build the labeler registered under ``name`` (``knn`` or ``logistic``)."""
-    try:
-        cls = LABELERS[name]
-    except KeyError:
-        raise ParameterError(
-            f"unknown label method {name!r}; known: {', '.join(LABELERS)}"
-        ) from None
-    return cls(bundle, **params)
-
-
-# =========================================================================== baseline
-
-
-class MatchingPursuitCoder:
-    """The forum's dictionary encoder: images as sparse sums of 7x7 patch atoms.
-
-    A baseline outside the Spatial Pooler. ``fit`` samples ``n_patches`` 7x7 patches
-    (with ink) from training images; each, normalised to unit length, is placed at every
-    position of a grid with step ``stride`` to give the atoms of a full-image dictionary.
-    ``transform`` selects atoms greedily with orthogonal matching pursuit
-    (scikit-learn's :class:`~sklearn.decomposition.SparseCoder`, ``omp``) until the atom
-    budget ``n_atoms`` is spent, or, when ``tol`` is given, until the residual's mean square
-    per pixel is <= ``tol`` (capped at ``n_atoms`` atoms).
-
-    Parameters
-    ----------
-    n_atoms : int
-        Atom budget per image (compare with the SDR's active bits).
-    tol : float, optional
-        Residual threshold, mean squared error per pixel on [0, 1].
-    n_patches, patch_size, stride : int
-        Dictionary: patches sampled, their side, the placement step.
-    seed : int
-        Seed of the patch sampling.
-    """
-
-    def __init__(
-        self,
-        n_atoms: int = 64,
-        tol: float | None = None,
-        n_patches: int = 32,
-        patch_size: int = 7,
-        stride: int = 4,
-        seed: int = 0,
-    ) -> None:
-        self.n_atoms = _check_int(n_atoms, "n_atoms")
-        self.tol = None if tol is None else float(tol)
-        self.n_patches = _check_int(n_patches, "n_patches")
-        self.patch_size = _check_int(patch_size, "patch_size")
-        self.stride = _check_int(stride, "stride")
-        self.seed = seed
-
-    def fit(self, images: ArrayLike) -> MatchingPursuitCoder:
-        """Sample the patch atoms from training images (n, H, W) uint8 or float in [0, 1]."""
-        from sklearn.decomposition import SparseCoder
-
-        imgs = np.asarray(images)
-        x = imgs.astype(np.float64) / (255.0 if imgs.dtype == np.uint8 else 1.0)
-        n, h, w = x.shape
-        p = self.patch_size
-        if p > min(h, w):
-            raise ParameterError(f"patch_size {p} is larger than the images ({h}x{w})")
-        rng = np.random.default_rng(self.seed)
-        patches = []
-        tries = 0
-        while len(patches) < self.n_patches and tries < 100 * self.n_patches:
-            tries += 1
-            i = rng.integers(n)
-            r, c = rng.integers(h - p + 1), rng.integers(w - p + 1)
-            patch = x[i, r : r + p, c : c + p]
-            ink = (patch > 0.5).mean()
-            if 0.15 <= ink <= 0.85:  # strokes, not blank or solid
-                patches.append(patch / np.linalg.norm(patch))
-        if not patches:
-            raise ParameterError("no patch with ink found in the training images")
-        self.patches_ = np.stack(patches)
-        rows = list(range(0, h - p + 1, self.stride))
-        cols = list(range(0, w - p + 1, self.stride))
-        if rows[-1] != h - p:
-            rows.append(h - p)
-        if cols[-1] != w - p:
-            cols.append(w - p)
-        atoms = np.zeros((len(patches) * len(rows) * len(cols), h, w))
-        a = 0
-        for patch in self.patches_:
-            for r in rows:
-                for c in cols:
-                    atoms[a, r : r + p, c : c + p] = patch
-                    a += 1
-        self.dictionary_ = atoms.reshape(a, h * w)
-        self.gram_ = self.dictionary_ @ self.dictionary_.T
-        self.image_shape_ = (h, w)
-        self.coder_ = SparseCoder(
-            self.dictionary_,
-            transform_algorithm="omp",
-            transform_n_nonzero_coefs=min(self.n_atoms, a),
-        )
-        return self
-
-    def transform(self, images: ArrayLike) -> NDArray[np.float64]:
-        """Codes of shape (n, n_dictionary_atoms), at most ``n_atoms`` non-zero per row."""
-        imgs = np.asarray(images)
-        x = imgs.reshape(imgs.shape[0], -1).astype(np.float64)
-        x /= 255.0 if imgs.dtype == np.uint8 else 1.0
-        if self.tol is None:
-            return self.coder_.transform(x)
-        # SparseCoder's omp has no residual stop: call orthogonal_mp_gram with tol, then
-        # re-solve at the budget the rows that needed more atoms than it allows.
-        from sklearn.linear_model import orthogonal_mp_gram
-
-        cov = x @ self.dictionary_.T
-        codes = np.asarray(
-            orthogonal_mp_gram(
-                self.gram_,
-                cov.T,
-                tol=self.tol * x.shape[1],  # squared residual norm
-                norms_squared=np.einsum("ij,ij->i", x, x),
-            )
-        ).T.reshape(x.shape[0], -1)
-        over = np.flatnonzero((codes != 0).sum(axis=1) > self.n_atoms)
-        if over.size:
-            codes[over] = self.coder_.transform(x[over])
-        return codes
-
-    def inverse_transform(self, codes: ArrayLike) -> NDArray[np.float32]:
-        """Codes -> images (n, H, W) float32 clipped to [0, 1]."""
-        out = np.asarray(codes) @ self.dictionary_
-        return np.clip(out, 0, 1).reshape(-1, *self.image_shape_).astype(np.float32)
-
-    def reconstruct(self, images: ArrayLike) -> NDArray[np.float32]:
-        """Encode and decode: images -> their sparse approximations (n, H, W) in [0, 1]."""
-        return self.inverse_transform(self.transform(images))

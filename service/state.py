@@ -241,7 +241,7 @@ class BundleService:
         )
 
     def _labeler(self, bundle: Bundle) -> tuple[Any | None, str | None]:
-        from sdrindex.reconstruct import make_labeler
+        from sdrindex.labels import make_labeler
 
         if bundle.table.labels is None:
             return None, None

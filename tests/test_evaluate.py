@@ -9,7 +9,7 @@ import pytest
 
 from sdrindex.bundle import Bundle
 from sdrindex.cli import main
-from sdrindex.datasets import binarize, load_mnist
+from sdrindex.datasets import load_mnist
 from sdrindex.decoders import train_decoder
 from sdrindex.evaluate import (
     REFERENCE_METHODS,
@@ -24,9 +24,8 @@ from sdrindex.evaluate import (
     sweep,
     write_report,
 )
-from sdrindex.index import SDRIndex
+from sdrindex.pipeline import build_bundle
 from sdrindex.sp import SpatialPooler
-from sdrindex.table import TrainingTable
 
 SMALL_SP = {
     "inputDimensions": [28, 28],
@@ -43,12 +42,7 @@ SMALL_SP = {
 
 def build_small(images, labels) -> Bundle:
     sp = SpatialPooler.from_nupic_params(SMALL_SP)
-    X = binarize(images).reshape(len(images), -1)
-    sp.fit(X)
-    sdrs = sp.transform(X, packed=True)
-    table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
-    index = SDRIndex("exact").fit(sdrs, sp.n_columns)
-    return Bundle(sp=sp, table=table, index=index, dataset={"source": "test"})
+    return build_bundle(images, labels, sp=sp, backend="exact", dataset={"source": "test"})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,13 @@ def small_bundle():
 
 
 @pytest.fixture(scope="module")
-def report(small_bundle):
+def decoder_before(small_bundle):
+    """The bundle's decoder arrays before the evaluation (the same objects)."""
+    return dict(small_bundle.decoder)
+
+
+@pytest.fixture(scope="module")
+def report(small_bundle, decoder_before):
     return evaluate(
         small_bundle,
         limit=80,
@@ -100,6 +100,37 @@ def test_report_schema(report):
     sp = report["sp"]
     assert 0 < sp["sparsity"] < 0.5 and sp["columns_ever_active"] <= sp["n_columns"]
     assert sp["mean_column_entropy_bits"] > 0
+
+
+def _assert_decoder_is(bundle, before):
+    assert set(bundle.decoder) == set(before)
+    for key, arr in before.items():
+        assert bundle.decoder[key] is arr, key
+
+
+def test_evaluate_leaves_the_bundle_alone(small_bundle, decoder_before, report):
+    # the readout was fitted for the run (the bundle has only a ridge decoder) and not kept
+    assert report["classification"]["logistic_accuracy"] > 0.5
+    _assert_decoder_is(small_bundle, decoder_before)
+    bare = Bundle(sp=small_bundle.sp, table=small_bundle.table, index=small_bundle.index)
+    rep = evaluate(bare, limit=20, backends=("exact",), noise_fractions=(0.0,), mp_limit=5)
+    assert bare.decoder is None
+    assert rep["reconstruction"]["decoder"]["model"] == "ridge"  # trained for the run
+    assert any("Ridge decoder was trained" in note for note in rep["notes"])
+
+
+def test_report_sections_compose(small_bundle):
+    """The sections are functions returning dataclasses; the report is their dicts."""
+    from sdrindex.evaluate.sections import encode_queries, index_section, sp_stats
+
+    images, _ = load_mnist("test")
+    encoded = encode_queries(small_bundle, images[:30])
+    stats = sp_stats(small_bundle, encoded.queries)
+    d = stats.to_dict()
+    assert d["n_columns"] == 576 and d["_activation_frequency"].shape == (576,)
+    rows = index_section(small_bundle, encoded.queries, ("exact",), log=lambda msg: None)
+    assert rows["exact"].recall_at_10 == 1.0 and rows["exact"].build_seconds is None
+    assert set(rows["exact"].to_dict()) == {"recall_at_10", "qps", "qps_single", "build_seconds"}
 
 
 def test_write_report_files(report, tmp_path):

@@ -5,24 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdrindex.baselines import MatchingPursuitCoder
 from sdrindex.bundle import Bundle
-from sdrindex.datasets import binarize, load_mnist
+from sdrindex.datasets import load_mnist
 from sdrindex.decoders import fit_backprojection, fit_logistic, train_decoder
 from sdrindex.errors import ParameterError
-from sdrindex.index import SDRIndex
+from sdrindex.labels import KNNLabeler, LogisticLabeler, knn_vote, make_labeler
+from sdrindex.pipeline import build_bundle
 from sdrindex.reconstruct import (
     RECONSTRUCTORS,
     BackprojectionReconstructor,
     DecoderReconstructor,
-    KNNLabeler,
-    LogisticLabeler,
-    MatchingPursuitCoder,
-    make_labeler,
     make_reconstructor,
 )
 from sdrindex.sdr import overlap
 from sdrindex.sp import SpatialPooler
-from sdrindex.table import TrainingTable
 
 SMALL_SP = {
     "inputDimensions": [28, 28],
@@ -39,12 +36,7 @@ SMALL_SP = {
 
 def build_small(images, labels, backend="exact") -> Bundle:
     sp = SpatialPooler.from_nupic_params(SMALL_SP)
-    X = binarize(images).reshape(len(images), -1)
-    sp.fit(X)
-    sdrs = sp.transform(X, packed=True)
-    table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
-    index = SDRIndex(backend).fit(sdrs, sp.n_columns)
-    return Bundle(sp=sp, table=table, index=index, dataset={"source": "test"})
+    return build_bundle(images, labels, sp=sp, backend=backend, dataset={"source": "test"})
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +201,11 @@ def test_labelers(bundle, queries, data):
     assert pred.shape == (len(queries),) and np.mean(pred == labels) > 0.6
     b = Bundle(sp=bundle.sp, table=bundle.table, index=bundle.index, decoder={})
     log = make_labeler("logistic", b)
-    assert "logistic_coef" in b.decoder  # trained once, kept for saving
+    assert b.decoder == {} and log.fitted  # trained here, kept in the labeler
+    b.decoder.update(log.arrays)  # what a caller does to keep it for saving
+    stored = make_labeler("logistic", b)
+    assert not stored.fitted
+    np.testing.assert_array_equal(stored.predict(queries), log.predict(queries))
     proba = log.predict_proba(queries)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     assert np.mean(log.predict(queries) == labels) > 0.6
@@ -236,3 +232,45 @@ def test_matching_pursuit_budget_and_tolerance(data):
     res = ((codes @ mp.dictionary_ - truth.reshape(20, -1)) ** 2).mean(axis=1)
     stopped_early = (codes != 0).sum(axis=1) < 40
     assert stopped_early.any() and (res[stopped_early] <= 0.01 + 1e-9).all()
+
+
+def _decoder_snapshot(bundle):
+    return None if bundle.decoder is None else dict(bundle.decoder)
+
+
+def _assert_same_decoder(bundle, before):
+    if before is None:
+        assert bundle.decoder is None
+        return
+    assert set(bundle.decoder) == set(before)
+    for key, arr in before.items():
+        assert bundle.decoder[key] is arr, key
+
+
+@pytest.mark.parametrize("decoder", [None, {}, "ridge only"])
+def test_fitting_on_demand_leaves_the_bundle_alone(bundle, queries, decoder):
+    """A labeler or reconstructor that fits what the bundle lacks keeps it to itself."""
+    if decoder == "ridge only":
+        decoder = {k: bundle.decoder[k] for k in ("ridge_coef", "ridge_intercept")}
+    b = Bundle(sp=bundle.sp, table=bundle.table, index=bundle.index, decoder=decoder)
+    before = _decoder_snapshot(b)
+    log = LogisticLabeler(b)
+    assert log.fitted and set(log.arrays) == {
+        "logistic_coef",
+        "logistic_intercept",
+        "logistic_classes",
+    }
+    rec = BackprojectionReconstructor(b)  # calibrated here: no stored calibration
+    rec.reconstruct(queries[:3])
+    _assert_same_decoder(b, before)
+
+
+def test_knn_vote_weights_ties_and_missing():
+    classes = np.array([3, 7, 9])
+    labels = np.array([[7, 3, 3], [9, 7, 7], [3, 9, 9]])
+    overlaps = np.array([[10, 6, 6], [5, 5, 0], [4, 4, 4]])
+    valid = np.array([[True, True, True], [True, True, True], [True, False, False]])
+    # row 0: 3 outvotes 7 (12 > 10); row 1: 9 ties 7, nearest breaks it; row 2: only 3 votes
+    np.testing.assert_array_equal(knn_vote(labels, overlaps, classes, valid=valid), [3, 9, 3])
+    # power 0: one vote each, so 7 wins row 1 (2 against 1)
+    np.testing.assert_array_equal(knn_vote(labels, overlaps, classes, power=0.0)[1], 7)

@@ -1,4 +1,9 @@
-"""Figures: the original / SDR / back-projection comparison HTM users ask for."""
+"""Figures: the original / SDR / back-projection comparison HTM users ask for, a query's
+matches, and the evaluation report's noise, recall / QPS and activation charts.
+
+Used by :func:`~sdrindex.evaluate.write_report` and by the ``figure`` and ``query``
+commands; matplotlib is imported when a figure is drawn.
+"""
 
 from __future__ import annotations
 
