@@ -64,6 +64,7 @@ def sample_answer(svc: BundleService, seed: int | None) -> dict[str, Any]:
 
 
 def router(settings: Settings) -> APIRouter:
+    """The info, sample, health and metrics routes."""
     api = APIRouter()
 
     @api.get("/v1/info", response_model=schemas.InfoResponse, tags=["about"])

@@ -15,6 +15,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 def router(settings: Settings) -> APIRouter:
+    """The demo page route."""
     api = APIRouter()
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

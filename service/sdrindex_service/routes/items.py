@@ -178,6 +178,7 @@ def authorise(settings: Settings, header: str | None) -> None:
 
 
 def router(settings: Settings) -> APIRouter:
+    """The ``/v1/items`` routes (neighbours' ``k`` up to ``settings.max_k``)."""
     api = APIRouter(tags=["items"])
 
     @api.get("/v1/items/{item_id}", response_model=schemas.ItemResponse)

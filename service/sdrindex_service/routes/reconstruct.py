@@ -109,6 +109,7 @@ def reconstruct_answer(
 
 
 def router(settings: Settings) -> APIRouter:
+    """The ``/v1/reconstruct`` route (``k`` up to ``settings.max_k``)."""
     api = APIRouter(tags=["queries"])
 
     @api.post(

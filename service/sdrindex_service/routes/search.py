@@ -63,6 +63,7 @@ def batch_answer(
 
 
 def router(settings: Settings) -> APIRouter:
+    """The ``/v1/search`` and ``/v1/search/batch`` routes (``k`` up to ``settings.max_k``)."""
     api = APIRouter(tags=["queries"])
 
     @api.post(
