@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service extras are not installed: pip install -e .[dev]")
 
-from service.testing import ServerProcess, build_small_bundle  # noqa: E402
+from helpers import ServerProcess, build_small_bundle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = "run `bash scripts/install_browser.sh` (Debian's chromium + playwright-python)"

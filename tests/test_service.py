@@ -16,11 +16,11 @@ pytest.importorskip("fastapi", reason="the service extras are not installed: pip
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from helpers import build_small_bundle, copy_bundle, without_decoder  # noqa: E402
 from sdrindex.bundle import Bundle  # noqa: E402
 from sdrindex.images import decode_image, normalize_digit  # noqa: E402
 from sdrindex.sdr import to_indices  # noqa: E402
-from service import Settings, create_app  # noqa: E402
-from service.testing import build_small_bundle, copy_bundle, without_decoder  # noqa: E402
+from sdrindex_service import Settings, create_app  # noqa: E402
 
 KEY = "test-key-123"
 
@@ -550,23 +550,21 @@ def test_serve_builds_the_default_bundle_when_missing(small_bundle, tmp_path, mo
     import argparse
     import shutil
 
-    from sdrindex import cli
     from sdrindex.errors import BundleError
-    from service import serve
+    from sdrindex_service import serve
 
     calls = []
 
-    def fake_main(argv):
-        calls.append(argv)
-        shutil.copytree(small_bundle, argv[argv.index("--out") + 1], symlinks=True)
-        return 0
+    def fake_build(out):
+        calls.append(out)
+        shutil.copytree(small_bundle, out, symlinks=True)
 
-    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(serve, "build_default_bundle", fake_build)
     target = tmp_path / "bundles" / "mnist"
     with pytest.raises(BundleError, match="no bundle"):
         serve.ensure_bundle(target, build=False)
     serve.ensure_bundle(target)
-    assert calls and calls[0][:3] == ["build", "--out", str(target)]
+    assert calls == [target]
     serve.ensure_bundle(target)  # there now: not built again
     assert len(calls) == 1
     p = argparse.ArgumentParser()
@@ -574,3 +572,48 @@ def test_serve_builds_the_default_bundle_when_missing(small_bundle, tmp_path, mo
     args = p.parse_args(["serve", "--bundle", "b", "--host", "h", "--port", "1", "--workers", "3"])
     assert (args.bundle.name, args.host, args.port, args.workers) == ("b", "h", 1, 3)
     assert args.func is serve.cmd_serve
+
+
+def test_serve_builds_through_the_pipeline(small_bundle, tmp_path, monkeypatch):
+    """The first start's build is `sdrindex build --decoder`'s: one build_bundle call."""
+    from sdrindex import images, pipeline
+    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex_service import serve
+
+    real_load = images.load_source
+    monkeypatch.setattr(images, "load_source", lambda d, lab, n: real_load(d, lab, n or 50))
+    seen = {}
+
+    def fake_build_bundle(imgs, labels=None, **kwargs):
+        seen.update(kwargs, n=len(imgs), labels=labels)
+        return Bundle.load(small_bundle)
+
+    monkeypatch.setattr(pipeline, "build_bundle", fake_build_bundle)
+    target = tmp_path / "bundles" / "mnist"
+    serve.ensure_bundle(target)
+    assert (target / "current").exists() and Bundle.load(target).table.ids.size == 1500
+    assert seen["n"] == 50 and seen["labels"] is not None
+    assert seen["backend"] == "nndescent" and seen["decoders"] == "default"
+    assert seen["threshold"] == threshold_for(None)
+    assert seen["sp"].n_columns == sp_from_config(None).n_columns
+    assert seen["progress"] is pipeline.stderr_progress
+    assert seen["dataset"]["source"] == "mnist"
+
+
+def test_serve_is_the_entry_point_the_cli_finds(monkeypatch):
+    """pyproject declares `serve` in `sdrindex.commands`; the CLI adds it from there."""
+    import importlib.metadata as md
+    import tomllib
+    from pathlib import Path
+
+    from sdrindex import cli
+    from sdrindex_service import serve
+
+    meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    value = meta["project"]["entry-points"][cli.PLUGIN_GROUP]["serve"]
+    assert value == "sdrindex_service.serve:add_parser"
+    ep = md.EntryPoint("serve", value, cli.PLUGIN_GROUP)
+    assert ep.load() is serve.add_parser
+    monkeypatch.setattr(md, "entry_points", lambda group: [ep] if group == cli.PLUGIN_GROUP else [])
+    args = cli.build_parser().parse_args(["serve", "--bundle", "b", "--no-build"])
+    assert args.func is serve.cmd_serve and args.no_build

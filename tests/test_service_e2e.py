@@ -1,4 +1,4 @@
-"""End to end: a real uvicorn (``python -m service.serve``, 2 workers) queried with httpx."""
+"""End to end: a real uvicorn (`python -m sdrindex_service.serve`, 2 workers) and httpx."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ pytest.importorskip("fastapi", reason="the service extras are not installed: pip
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from helpers import ServerProcess, build_small_bundle, copy_bundle, readyz_pids  # noqa: E402
 from sdrindex.bundle import Bundle  # noqa: E402
-from service.testing import ServerProcess, build_small_bundle, copy_bundle, readyz_pids  # noqa: E402
 
 KEY = "e2e-key"
 
@@ -222,8 +222,8 @@ def test_serve_on_a_busy_port_says_so(server):
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "service.serve", "--bundle", str(server.root), "--no-build",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            [sys.executable, "-m", "sdrindex_service.serve", "--bundle", str(server.root),
+             "--no-build", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr

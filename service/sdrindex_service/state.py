@@ -29,8 +29,8 @@ from numpy.typing import NDArray
 
 from sdrindex.bundle import CURRENT, Bundle, resolve_version, update_lock
 from sdrindex.errors import BundleError, SDRIndexError
-from service.errors import ApiError
-from service.settings import Settings
+from sdrindex_service.errors import ApiError
+from sdrindex_service.settings import Settings
 
 log = logging.getLogger("service")
 
@@ -51,7 +51,6 @@ class Loaded:
     unavailable: dict[str, str]
     labeler: Any | None
     label_method: str | None
-    encoder: Any  # service.encoding.ServingEncoder
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -197,7 +196,6 @@ class BundleService:
 
     def _prepare(self, bundle: Bundle, previous: Loaded | None) -> Loaded:
         from sdrindex.reconstruct import RECONSTRUCTORS, make_reconstructor
-        from service.encoding import ServingEncoder
 
         same_sp = previous is not None and (
             _file_sha(bundle, "sp.npz") == _file_sha(previous.bundle, "sp.npz")
@@ -237,7 +235,6 @@ class BundleService:
             unavailable=unavailable,
             labeler=labeler,
             label_method=label_method,
-            encoder=ServingEncoder(bundle),
         )
 
     def _labeler(self, bundle: Bundle) -> tuple[Any | None, str | None]:
@@ -254,21 +251,20 @@ class BundleService:
         return make_labeler("knn", bundle, k=self.settings.label_k), "knn"
 
     def _warm(self, loaded: Loaded, check: bool) -> None:
-        """Run every code path once (numba's cache, page cache); check the encoder."""
+        """Run every code path once (numba's cache, page cache); check the SP's SDRs."""
         import numba
 
         b = loaded.bundle
         n = min(16, loaded.n_items)
         images = np.asarray(b.table.images[:n])
-        loaded.encoder.check(images)
-        packed = loaded.encoder.encode(images)
+        packed = b.encode(images)
         if check and not np.array_equal(packed, np.asarray(b.table.sdrs[:n])):
             log.warning(
                 "the SP's SDRs of the first %d stored images differ from the stored ones: "
                 "was the bundle built with another version of sdrindex?",
                 n,
             )
-        loaded.encoder.encode(images[:1])
+        b.encode(images[:1])
         ids, ov = b.index.query(packed, max(10, self.settings.knn_k, self.settings.label_k))
         b.index.query(packed[:1], 1)
         for rec in loaded.reconstructors.values():
@@ -338,11 +334,12 @@ class BundleService:
             return loaded
 
     def encode(self, loaded: Loaded, images: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Images (n, H, W) uint8 -> packed SDRs (n, ceil(n_columns / 8)): ``Bundle.encode``."""
         lock = self.compute_lock
         if lock is None:
-            return loaded.encoder.encode(images)
+            return loaded.bundle.encode(images)
         with lock:
-            return loaded.encoder.encode(images)
+            return loaded.bundle.encode(images)
 
     def query(self, loaded: Loaded, packed: NDArray[np.uint8], k: int):
         lock = self.compute_lock

@@ -1,4 +1,4 @@
-"""Helpers for testing the service: small bundles, and a real server in a subprocess."""
+"""Test helpers: small bundles built through the pipeline, and a real server in a subprocess."""
 
 from __future__ import annotations
 
@@ -20,39 +20,28 @@ def build_small_bundle(
 ) -> Path:
     """A bundle of the first ``n`` MNIST training digits (the default SP, one epoch, pixel >= 128).
 
-    With ``decoder``, it also stores a Ridge decoder and the back-projection calibration,
-    so every reconstruction method is available. Reused when ``out`` already holds one.
+    Built by :func:`sdrindex.pipeline.build_bundle`. With ``decoder``, it also stores the
+    back-projection calibration and a Ridge decoder, so every reconstruction method is
+    available. Reused when ``out`` already holds one.
     """
-    from sdrindex.bundle import Bundle
-    from sdrindex.datasets import binarize
     from sdrindex.images import load_source
-    from sdrindex.index import SDRIndex
+    from sdrindex.pipeline import build_bundle
     from sdrindex.presets import sp_from_config
-    from sdrindex.table import TrainingTable
 
     out = Path(out)
     if (out / "current").exists():
         return out
-    sp = sp_from_config(None)
     data = load_source(None, None, n)
-    X = binarize(data.images, 128).reshape(len(data.images), -1)
-    sp.fit(X, epochs=1)
-    sdrs = sp.transform(X, packed=True)
-    table = TrainingTable(data.images, sdrs, sp.n_columns, labels=data.labels)
-    index = SDRIndex(backend).fit(sdrs, sp.n_columns)
-    bundle = Bundle(
-        sp=sp,
-        table=table,
-        index=index,
-        encoder={"threshold": 128, "rule": "pixel >= threshold"},
-        dataset={"source": "mnist", "description": f"MNIST train, first {n}", "n_items": n},
+    bundle = build_bundle(
+        data.images,
+        data.labels,
+        sp=sp_from_config(None),
+        threshold=128,
+        backend=backend,
+        decoders=["calibration", "ridge"] if decoder else None,
+        dataset={"source": "mnist", "description": f"MNIST train, first {n}"},
     )
-    if decoder:
-        from sdrindex.decoders import fit_backprojection, train_decoder
-
-        arrays = dict(fit_backprojection(bundle, weighted=False))
-        arrays.update(train_decoder(bundle, "ridge"))
-        bundle.decoder = arrays
+    # Test processes running at once may build the same bundle: the first rename wins.
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     bundle.save(tmp)
@@ -88,7 +77,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m service.serve`` on 127.0.0.1 in a subprocess; a context manager.
+    """``python -m sdrindex_service.serve`` on 127.0.0.1 in a subprocess; a context manager.
 
     ``start()`` returns once every worker answered ``/readyz`` with 200 (told apart by
     the pid it reports). ``stop()`` ends the process group it started, and only that.
@@ -118,7 +107,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "service.serve",
+            "sdrindex_service.serve",
             "--bundle",
             str(self.bundle),
             "--host",

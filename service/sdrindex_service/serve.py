@@ -1,10 +1,11 @@
 """``sdrindex serve``: start the HTTP service (uvicorn) over a bundle.
 
-Wired into :mod:`sdrindex.cli` with :func:`add_parser` and :func:`cmd_serve`; also runs
-as ``python -m service.serve``. Without a bundle at ``--bundle`` (default
-``$SDRINDEX_BUNDLE``, else ``bundles/mnist``) it first builds the default one there
-(``sdrindex build --out DIR``: MNIST's 60,000 training digits, a few minutes on 2 cores,
-with progress on stderr).
+The CLI finds :func:`add_parser` through the ``sdrindex.commands`` entry point (the library
+never imports the app); it also runs as ``python -m sdrindex_service.serve``. Without a
+bundle at ``--bundle`` (default ``$SDRINDEX_BUNDLE``, else ``bundles/mnist``) it first
+builds the default one there through :func:`sdrindex.pipeline.build_bundle`, as
+``sdrindex build --out DIR --decoder`` does (MNIST's 60,000 training digits, a few minutes
+on 2 cores, with progress on stderr).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+
+#: The ASGI app factory uvicorn imports in each worker.
+APP_FACTORY = "sdrindex_service.app:create_app"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,20 +72,43 @@ def ensure_bundle(bundle: Path, build: bool = True) -> None:
             raise BundleError(
                 f"{bundle}: no bundle; build one with `sdrindex build --out {bundle}`"
             )
-        from sdrindex import cli
-
         print(
             f"sdrindex serve: no bundle at {bundle}; building the default one (MNIST training "
             "set, sdrindex-mnist SP, nndescent index, Ridge decoder; about 2 minutes)...",
             file=sys.stderr,
             flush=True,
         )
-        # With the Ridge decoder, the back-projection calibration and the logistic readout.
-        argv = ["build", "--out", str(bundle), "--decoder"]
-        code = cli.main(argv)
-        if code != 0:
-            raise BundleError(f"{bundle}: building the default bundle failed (exit {code})")
+        build_default_bundle(bundle)
     resolve_version(bundle)  # a clear error now rather than a failing /readyz later
+
+
+def build_default_bundle(out: Path) -> None:
+    """Build and save the default bundle at ``out`` (as ``sdrindex build --out DIR --decoder``).
+
+    MNIST's training digits, the default SP and threshold, the nndescent index, and the
+    default decoders: the back-projection calibration, the Ridge decoder, the logistic
+    label readout. Stage progress goes to stderr.
+    """
+    from sdrindex.images import load_source
+    from sdrindex.pipeline import build_bundle, stderr_progress
+    from sdrindex.presets import sp_from_config, threshold_for
+
+    data = load_source(None, None, None)
+    bundle = build_bundle(
+        data.images,
+        data.labels,
+        sp=sp_from_config(None),
+        threshold=threshold_for(None),
+        backend="nndescent",
+        decoders="default",
+        dataset={
+            "source": "mnist",
+            "description": data.description,
+            "skipped_files": len(data.skipped),
+        },
+        progress=stderr_progress,
+    )
+    bundle.save(out)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -119,11 +146,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         if args.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
-            from service._reuseport import run_reuseport
+            from sdrindex_service._reuseport import run_reuseport
 
-            run_reuseport(uvicorn.Config("service.app:create_app", **options))
+            run_reuseport(uvicorn.Config(APP_FACTORY, **options))
         else:
-            uvicorn.run("service.app:create_app", **options)
+            uvicorn.run(APP_FACTORY, **options)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -131,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m service.serve [options]``: as ``sdrindex serve``."""
+    """``python -m sdrindex_service.serve [options]``: as ``sdrindex serve``."""
     from sdrindex.errors import SDRIndexError
 
     parser = argparse.ArgumentParser(prog="sdrindex")

@@ -1,0 +1,112 @@
+"""The HTTP service: ``create_app(settings)`` -> a FastAPI app over one bundle.
+
+Run it with ``sdrindex serve`` (see :mod:`sdrindex_service.serve`) or any ASGI server:
+``uvicorn --factory sdrindex_service.app:create_app``. Every route's CPU work (parsing,
+image decoding, encoding, search, reconstruction, JSON) runs in a worker thread, never on
+the event loop; the bundle loads in the background at start-up and ``/readyz`` turns 200
+once it is loaded and warmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from sdrindex_service import routes, schemas
+from sdrindex_service.deps import Runner
+from sdrindex_service.errors import install_handlers
+from sdrindex_service.metrics import Metrics
+from sdrindex_service.middleware import Guard
+from sdrindex_service.settings import Settings
+from sdrindex_service.state import BundleService
+
+log = logging.getLogger("service")
+
+_ERRORS = {
+    s: {"model": schemas.ErrorResponse, "description": d}
+    for s, d in {
+        400: "malformed body",
+        413: "body or image too large",
+        415: "not an image / unsupported content type",
+        422: "invalid value (k, methods, pixels, SDR size or indices, ...)",
+        503: "not ready (bundle loading)",
+    }.items()
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service over ``settings.bundle`` (default: read from ``SDRINDEX_*`` variables).
+
+    The app's state holds what the routes depend on (:mod:`sdrindex_service.deps`): the
+    :class:`BundleService` (loaded in a background thread at start-up), the settings, the
+    metrics and the worker-thread :class:`Runner`.
+    """
+    import warnings
+
+    from PIL import Image
+
+    # Uploads above settings.max_image_pixels are refused before decoding (413); Pillow's
+    # own warning below its hard limit would only fill the log.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    settings = settings or Settings()
+    svc = BundleService(settings)
+    metrics = Metrics()
+    runner = Runner(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.open()
+        sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
+        threading.Thread(target=svc.start, name="bundle-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="sdrindex",
+        version=_version(),
+        summary="Spatial Pooler SDRs of MNIST: overlap search and the ways back to the image",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.service = svc
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runner = runner
+    install_handlers(app)
+    app.add_middleware(Guard, max_body=settings.max_body_bytes, metrics=metrics)
+    for module in routes.MODULES:
+        app.include_router(module.router(settings))
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the request bodies' schemas (parsed by hand, not by models)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=__doc__,
+            routes=app.routes,
+        )
+        comps = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in schemas.body_component_schemas().items():
+            comps.setdefault(name, schema)
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def _version() -> str:
+    try:
+        import sdrindex
+
+        return sdrindex.__version__
+    except Exception:  # noqa: BLE001
+        return "0"

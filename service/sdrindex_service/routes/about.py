@@ -1,0 +1,104 @@
+"""About the service: /v1/info, /v1/samples/random, /livez, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from sdrindex_service import schemas
+from sdrindex_service.deps import Meters, Service, Threads, json_response
+from sdrindex_service.metrics import CONTENT_TYPE
+from sdrindex_service.settings import Settings
+from sdrindex_service.state import BundleService
+
+
+def info_answer(svc: BundleService) -> dict[str, Any]:
+    """The answer of ``/v1/info``: the bundle, its methods, the limits."""
+    loaded = svc.current()
+    s = svc.settings
+    return {
+        "bundle": loaded.bundle.summary(),
+        "version": loaded.version,
+        "methods": loaded.methods(),
+        "label_method": loaded.label_method,
+        "column_dimensions": list(loaded.column_dims),
+        "image_shape": list(loaded.image_shape),
+        "limits": {
+            "max_body_bytes": s.max_body_bytes,
+            "max_k": s.max_k,
+            "max_batch": s.max_batch,
+            "max_add": s.max_add,
+            "max_image_pixels": s.max_image_pixels,
+        },
+        "writes_enabled": s.writes_enabled,
+        "reload_error": svc.reload_error,
+    }
+
+
+def sample_answer(svc: BundleService, seed: int | None) -> dict[str, Any]:
+    """A random MNIST test digit, else (no MNIST test set) a random stored item."""
+    loaded = svc.current()
+    source, images, labels = svc.samples()
+    rng = random.Random(seed)
+    if len(images):
+        i = rng.randrange(len(images))
+        return {
+            "source": source,
+            "index": i,
+            "label": None if labels is None else int(labels[i]),
+            "pixels": np.asarray(images[i]).tolist(),
+        }
+    table = loaded.bundle.table
+    pos = rng.randrange(loaded.n_items)
+    return {
+        "source": "bundle",
+        "index": int(table.ids[pos]),
+        "label": None if table.labels is None else int(table.labels[pos]),
+        "pixels": np.asarray(table.images[pos]).tolist(),
+    }
+
+
+def router(settings: Settings) -> APIRouter:
+    """The info, sample, health and metrics routes."""
+    api = APIRouter()
+
+    @api.get("/v1/info", response_model=schemas.InfoResponse, tags=["about"])
+    async def info(svc: Service, threads: Threads, metrics: Meters) -> Response:
+        """The bundle: manifest summary, SP parameters, item count, backend, methods."""
+        out = await threads.run(info_answer, svc)
+        metrics.items.set(out["bundle"]["n_items"])
+        return json_response(out)
+
+    @api.get("/v1/samples/random", response_model=schemas.SampleResponse, tags=["about"])
+    async def random_sample(
+        svc: Service,
+        threads: Threads,
+        seed: int | None = Query(None, description="for a repeatable pick"),
+    ) -> Response:
+        """A random MNIST test digit (for the demo page), else a random stored item."""
+        return json_response(await threads.run_json("/v1/samples/random", sample_answer, svc, seed))
+
+    @api.get("/livez", response_model=schemas.StatusResponse, tags=["health"])
+    async def livez() -> Response:
+        """The process answers."""
+        return json_response({"status": "alive"})
+
+    @api.get("/readyz", response_model=schemas.StatusResponse, tags=["health"])
+    async def readyz(svc: Service) -> Response:
+        """200 once the bundle is loaded and the index warmed; 503 before (or on failure)."""
+        if svc.ready():
+            return json_response({"status": "ready", "detail": None, "pid": os.getpid()})
+        return json_response({"status": svc.status, "detail": svc.reason, "pid": os.getpid()}, 503)
+
+    @api.get("/metrics", response_class=Response, tags=["health"])
+    async def prometheus(threads: Threads, metrics: Meters) -> Response:
+        """Prometheus metrics of every worker."""
+        data = await threads.run(metrics.exposition)
+        return Response(data, media_type=CONTENT_TYPE)
+
+    return api

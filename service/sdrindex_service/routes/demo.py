@@ -1,0 +1,30 @@
+"""``GET /``: the demo page (one static HTML file, no external resources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter
+from starlette.responses import HTMLResponse, Response
+
+from sdrindex_service.errors import ApiError
+from sdrindex_service.settings import Settings
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def router(settings: Settings) -> APIRouter:
+    """The demo page route."""
+    api = APIRouter()
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo() -> Response:
+        page = STATIC / "index.html"
+        try:
+            html = await anyio.Path(page).read_bytes()
+        except OSError:
+            raise ApiError(404, f"demo page missing ({page})") from None
+        return HTMLResponse(html)
+
+    return api
