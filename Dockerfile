@@ -22,8 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Dependencies first (a layer that survives code changes).
 COPY pyproject.toml README.md ./
-RUN mkdir -p sdrindex service/sdrindex_service \
- && touch sdrindex/__init__.py service/sdrindex_service/__init__.py \
+RUN mkdir -p sdrindex service/sdr_service \
+ && touch sdrindex/__init__.py service/sdr_service/__init__.py \
  && pip install ".[service]" \
  && pip uninstall -y sdrindex \
  && rm -rf sdrindex service build
@@ -31,7 +31,7 @@ RUN mkdir -p sdrindex service/sdrindex_service \
 COPY data/ ./data/
 COPY sdrindex/ ./sdrindex/
 COPY service/ ./service/
-# Editable: the demo page (service/sdrindex_service/static) is read from the source tree.
+# Editable: the demo page (service/sdr_service/static) is read from the source tree.
 RUN pip install --no-deps -e . \
  && chown -R sdrindex:sdrindex /var/cache/numba
 
@@ -41,7 +41,7 @@ USER sdrindex
 # and warmed as a worker does it.)
 RUN python -c "import tempfile; from sdrindex.images import load_source; \
 from sdrindex.pipeline import build_bundle; from sdrindex.presets import sp_from_config; \
-from sdrindex_service.state import BundleService; from sdrindex_service.settings import Settings; \
+from sdr_service.state import BundleService; from sdr_service.settings import Settings; \
 d = tempfile.mkdtemp() + '/b'; data = load_source(None, None, 300); \
 build_bundle(data.images, data.labels, sp=sp_from_config(None), threshold=128, \
 backend='nndescent', decoders=['calibration', 'ridge']).save(d); \
@@ -53,4 +53,4 @@ EXPOSE 8000
 # Ready only once the bundle is loaded and warmed; the first start builds it (minutes).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=1800s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
-CMD ["python", "-m", "sdrindex_service.serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+CMD ["python", "-m", "sdr_service.serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

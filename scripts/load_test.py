@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load test of the sdrindex service on this machine (loopback only; bounded in count and time).
 
-Starts ``sdrindex serve`` (``python -m sdrindex_service.serve``) with N workers on 127.0.0.1, times
+Starts ``sdrindex serve`` (``python -m sdr_service.serve``) with N workers on 127.0.0.1, times
 start to ready, then drives each scenario with ``--concurrency`` keep-alive HTTP/1.1
 connections (a lean asyncio client, so that the client takes little of the CPU it shares
 with the server) and prints requests/s, latency percentiles and errors:
@@ -240,7 +240,7 @@ def start_server(args) -> tuple[subprocess.Popen, str, float]:
     cmd = [
         sys.executable,
         "-m",
-        "sdrindex_service.serve",
+        "sdr_service.serve",
         "--bundle",
         str(args.bundle),
         "--host",

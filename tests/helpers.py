@@ -77,7 +77,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m sdrindex_service.serve`` on 127.0.0.1 in a subprocess; a context manager.
+    """``python -m sdr_service.serve`` on 127.0.0.1 in a subprocess; a context manager.
 
     ``start()`` returns once every worker answered ``/readyz`` with 200 (told apart by
     the pid it reports). ``stop()`` ends the process group it started, and only that.
@@ -107,7 +107,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "sdrindex_service.serve",
+            "sdr_service.serve",
             "--bundle",
             str(self.bundle),
             "--host",

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helpers import build_small_bundle, copy_bundle, without_decoder  # noqa: E402
+from sdr_service import Settings, create_app  # noqa: E402
 from sdrindex.bundle import Bundle  # noqa: E402
 from sdrindex.images import decode_image, normalize_digit  # noqa: E402
 from sdrindex.sdr import to_indices  # noqa: E402
-from sdrindex_service import Settings, create_app  # noqa: E402
 
 KEY = "test-key-123"
 
@@ -550,8 +550,8 @@ def test_serve_builds_the_default_bundle_when_missing(small_bundle, tmp_path, mo
     import argparse
     import shutil
 
+    from sdr_service import serve
     from sdrindex.errors import BundleError
-    from sdrindex_service import serve
 
     calls = []
 
@@ -576,9 +576,9 @@ def test_serve_builds_the_default_bundle_when_missing(small_bundle, tmp_path, mo
 
 def test_serve_builds_through_the_pipeline(small_bundle, tmp_path, monkeypatch):
     """The first start's build is `sdrindex build --decoder`'s: one build_bundle call."""
+    from sdr_service import serve
     from sdrindex import images, pipeline
     from sdrindex.presets import sp_from_config, threshold_for
-    from sdrindex_service import serve
 
     real_load = images.load_source
     monkeypatch.setattr(images, "load_source", lambda d, lab, n: real_load(d, lab, n or 50))
@@ -606,12 +606,12 @@ def test_serve_is_the_entry_point_the_cli_finds(monkeypatch):
     import tomllib
     from pathlib import Path
 
+    from sdr_service import serve
     from sdrindex import cli
-    from sdrindex_service import serve
 
     meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     value = meta["project"]["entry-points"][cli.PLUGIN_GROUP]["serve"]
-    assert value == "sdrindex_service.serve:add_parser"
+    assert value == "sdr_service.serve:add_parser"
     ep = md.EntryPoint("serve", value, cli.PLUGIN_GROUP)
     assert ep.load() is serve.add_parser
     monkeypatch.setattr(md, "entry_points", lambda group: [ep] if group == cli.PLUGIN_GROUP else [])

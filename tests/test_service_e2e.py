@@ -1,4 +1,4 @@
-"""End to end: a real uvicorn (`python -m sdrindex_service.serve`, 2 workers) and httpx."""
+"""End to end: a real uvicorn (`python -m sdr_service.serve`, 2 workers) and httpx."""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def test_serve_on_a_busy_port_says_so(server):
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "sdrindex_service.serve", "--bundle", str(server.root),
+            [sys.executable, "-m", "sdr_service.serve", "--bundle", str(server.root),
              "--no-build", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -21,7 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helpers import build_small_bundle  # noqa: E402
-from sdrindex_service import Settings, create_app  # noqa: E402
+from sdr_service import Settings, create_app  # noqa: E402
 
 FUZZ = settings(
     max_examples=60,

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Query, Request
 from numpy.typing import NDArray
 from starlette.responses import Response
 
-from sdrindex.errors import ParameterError
-from sdrindex_service import schemas
-from sdrindex_service.deps import Config, Meters, Service, Threads, json_response, k_param
-from sdrindex_service.errors import ApiError
-from sdrindex_service.inputs import (
+from sdr_service import schemas
+from sdr_service.deps import Config, Meters, Service, Threads, json_response, k_param
+from sdr_service.errors import ApiError
+from sdr_service.inputs import (
     check_pixels,
     decode_upload,
     is_json,
@@ -22,9 +21,10 @@ from sdrindex_service.inputs import (
     parse_json,
     parse_multipart,
 )
-from sdrindex_service.render import describe_matches, png_bytes, sdr_out
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService, Loaded
+from sdr_service.render import describe_matches, png_bytes, sdr_out
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService, Loaded
+from sdrindex.errors import ParameterError
 
 # --------------------------------------------------------------------------- reads
 

@@ -7,14 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sdrindex_service import schemas
-from sdrindex_service.deps import Service, Threads, json_response, k_param
-from sdrindex_service.errors import ApiError
-from sdrindex_service.inputs import is_json, media_type, parse_json, query_from_json
-from sdrindex_service.querying import Searched, search_body, search_queries
-from sdrindex_service.render import Timer
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService
+from sdr_service import schemas
+from sdr_service.deps import Service, Threads, json_response, k_param
+from sdr_service.errors import ApiError
+from sdr_service.inputs import is_json, media_type, parse_json, query_from_json
+from sdr_service.querying import Searched, search_body, search_queries
+from sdr_service.render import Timer
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService
 
 
 def _results(found: Searched) -> list[dict[str, Any]]:

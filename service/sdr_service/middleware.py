@@ -6,8 +6,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdrindex_service.errors import BodyTooLarge, error_body
-from sdrindex_service.metrics import Metrics
+from sdr_service.errors import BodyTooLarge, error_body
+from sdr_service.metrics import Metrics
 
 
 class Guard:

@@ -1,7 +1,7 @@
 """``sdrindex serve``: start the HTTP service (uvicorn) over a bundle.
 
 The CLI finds :func:`add_parser` through the ``sdrindex.commands`` entry point (the library
-never imports the app); it also runs as ``python -m sdrindex_service.serve``. Without a
+never imports the app); it also runs as ``python -m sdr_service.serve``. Without a
 bundle at ``--bundle`` (default ``$SDRINDEX_BUNDLE``, else ``bundles/mnist``) it first
 builds the default one there through :func:`sdrindex.pipeline.build_bundle`, as
 ``sdrindex build --out DIR --decoder`` does (MNIST's 60,000 training digits, a few minutes
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 #: The ASGI app factory uvicorn imports in each worker.
-APP_FACTORY = "sdrindex_service.app:create_app"
+APP_FACTORY = "sdr_service.app:create_app"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         if args.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
-            from sdrindex_service._reuseport import run_reuseport
+            from sdr_service._reuseport import run_reuseport
 
             run_reuseport(uvicorn.Config(APP_FACTORY, **options))
         else:
@@ -158,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sdrindex_service.serve [options]``: as ``sdrindex serve``."""
+    """``python -m sdr_service.serve [options]``: as ``sdrindex serve``."""
     from sdrindex.errors import SDRIndexError
 
     parser = argparse.ArgumentParser(prog="sdrindex")

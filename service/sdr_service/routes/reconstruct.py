@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query, Request
 from numpy.typing import NDArray
 from starlette.responses import Response
 
-from sdrindex_service import schemas
-from sdrindex_service.deps import Service, Threads, json_response, k_param
-from sdrindex_service.errors import ApiError
-from sdrindex_service.querying import Searched, search_body
-from sdrindex_service.render import Timer, b64png, describe_matches, sdr_out, to_uint8
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService, Loaded, predict
+from sdr_service import schemas
+from sdr_service.deps import Service, Threads, json_response, k_param
+from sdr_service.errors import ApiError
+from sdr_service.querying import Searched, search_body
+from sdr_service.render import Timer, b64png, describe_matches, sdr_out, to_uint8
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService, Loaded, predict
 
 PATH = "/v1/reconstruct"
 

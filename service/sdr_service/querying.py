@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from sdrindex_service.inputs import Query, parse_query
-from sdrindex_service.render import Timer
-from sdrindex_service.state import BundleService, Loaded
+from sdr_service.inputs import Query, parse_query
+from sdr_service.render import Timer
+from sdr_service.state import BundleService, Loaded
 
 
 @dataclass(frozen=True)

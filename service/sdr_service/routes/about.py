@@ -10,11 +10,11 @@ import numpy as np
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from sdrindex_service import schemas
-from sdrindex_service.deps import Meters, Service, Threads, json_response
-from sdrindex_service.metrics import CONTENT_TYPE
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService
+from sdr_service import schemas
+from sdr_service.deps import Meters, Service, Threads, json_response
+from sdr_service.metrics import CONTENT_TYPE
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService
 
 
 def info_answer(svc: BundleService) -> dict[str, Any]:

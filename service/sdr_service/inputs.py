@@ -1,7 +1,7 @@
 """Request bodies -> queries: uploaded images, 28x28 pixel arrays, or SDRs.
 
 Everything here is plain synchronous code run in worker threads, and every way a body can
-be wrong ends in an :class:`~sdrindex_service.errors.ApiError` with a readable reason: 400 for a
+be wrong ends in an :class:`~sdr_service.errors.ApiError` with a readable reason: 400 for a
 malformed body, 413 for an image with too many pixels, 415 for data that is not an image
 (or a content type the endpoint does not take), 422 for well-formed but invalid values.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sdr_service.errors import ApiError
 from sdrindex.errors import DataError
-from sdrindex_service.errors import ApiError
 
 #: Image formats an upload may be in (Pillow's names). PNG and JPEG are the documented
 #: ones; the others are common enough in browsers' drag and drop to be worth taking.

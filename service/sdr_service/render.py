@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sdr_service.state import Loaded
 from sdrindex.sdr import row_popcount
-from sdrindex_service.state import Loaded
 
 
 class Timer:

@@ -7,7 +7,7 @@ which run in worker threads and return JSON-ready objects.
 
 from __future__ import annotations
 
-from sdrindex_service.routes import about, demo, items, reconstruct, search
+from sdr_service.routes import about, demo, items, reconstruct, search
 
 #: The routers' modules, in the order their routes appear in the API document.
 MODULES = (reconstruct, search, items, about, demo)

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sdr_service.errors import ApiError
+from sdr_service.settings import Settings
 from sdrindex.bundle import CURRENT, Bundle, resolve_version, update_lock
 from sdrindex.errors import BundleError, SDRIndexError
-from sdrindex_service.errors import ApiError
-from sdrindex_service.settings import Settings
 
 log = logging.getLogger("service")
 

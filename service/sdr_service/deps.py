@@ -19,9 +19,9 @@ import orjson
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from sdrindex_service.metrics import Metrics
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService
+from sdr_service.metrics import Metrics
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService
 
 
 def dumps(obj: Any) -> bytes:

@@ -8,8 +8,8 @@ import anyio
 from fastapi import APIRouter
 from starlette.responses import HTMLResponse, Response
 
-from sdrindex_service.errors import ApiError
-from sdrindex_service.settings import Settings
+from sdr_service.errors import ApiError
+from sdr_service.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 

@@ -1,7 +1,7 @@
 """The HTTP service: ``create_app(settings)`` -> a FastAPI app over one bundle.
 
-Run it with ``sdrindex serve`` (see :mod:`sdrindex_service.serve`) or any ASGI server:
-``uvicorn --factory sdrindex_service.app:create_app``. Every route's CPU work (parsing,
+Run it with ``sdrindex serve`` (see :mod:`sdr_service.serve`) or any ASGI server:
+``uvicorn --factory sdr_service.app:create_app``. Every route's CPU work (parsing,
 image decoding, encoding, search, reconstruction, JSON) runs in a worker thread, never on
 the event loop; the bundle loads in the background at start-up and ``/readyz`` turns 200
 once it is loaded and warmed.
@@ -19,13 +19,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from sdrindex_service import routes, schemas
-from sdrindex_service.deps import Runner
-from sdrindex_service.errors import install_handlers
-from sdrindex_service.metrics import Metrics
-from sdrindex_service.middleware import Guard
-from sdrindex_service.settings import Settings
-from sdrindex_service.state import BundleService
+from sdr_service import routes, schemas
+from sdr_service.deps import Runner
+from sdr_service.errors import install_handlers
+from sdr_service.metrics import Metrics
+from sdr_service.middleware import Guard
+from sdr_service.settings import Settings
+from sdr_service.state import BundleService
 
 log = logging.getLogger("service")
 
@@ -44,7 +44,7 @@ _ERRORS = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service over ``settings.bundle`` (default: read from ``SDRINDEX_*`` variables).
 
-    The app's state holds what the routes depend on (:mod:`sdrindex_service.deps`): the
+    The app's state holds what the routes depend on (:mod:`sdr_service.deps`): the
     :class:`BundleService` (loaded in a background thread at start-up), the settings, the
     metrics and the worker-thread :class:`Runner`.
     """

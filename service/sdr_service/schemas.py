@@ -1,6 +1,6 @@
 """Request and response models: the OpenAPI schema at /docs and /openapi.json.
 
-Request bodies are parsed by :mod:`sdrindex_service.inputs` (in worker threads, with readable
+Request bodies are parsed by :mod:`sdr_service.inputs` (in worker threads, with readable
 reasons for every rejection); these models describe them for the documentation, and the
 responses for the clients.
 """
