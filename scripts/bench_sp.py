@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from sdrindex.datasets import binarize, load_mnist
-from sdrindex.presets import PRESETS
+from sdrindex.sp import PRESETS
 from sdrindex.sp import SpatialPooler
 
 TARGETS = {  # (learning, inference) images/s

@@ -29,7 +29,7 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize, load_mnist
     from sdrindex.plots import comparison_figure
-    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex.sp import sp_from_config, threshold_for
     from sdrindex.sp import SpatialPooler
 
     t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize
     from sdrindex.images import load_source
     from sdrindex.index import SDRIndex
-    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex.sp import sp_from_config, threshold_for
     from sdrindex.table import TrainingTable
 
     if args.epochs < 1:

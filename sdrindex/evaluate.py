@@ -692,7 +692,7 @@ def sweep(
     """
     from sdrindex.datasets import binarize, load_mnist
     from sdrindex.index import SDRIndex
-    from sdrindex.presets import DEFAULT_PRESET, PRESETS, sp_from_config
+    from sdrindex.sp import DEFAULT_PRESET, PRESETS, sp_from_config
 
     base = spec.get("base", DEFAULT_PRESET)
     ks = [int(k) for k in (spec.get("k") or [1, 5, 10])]

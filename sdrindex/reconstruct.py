@@ -222,7 +222,7 @@ def _raw_backprojection(
     The same numbers as ``sp.inverse_transform`` (its numba kernel, fed the packed rows
     directly and the weights computed once).
     """
-    from sdrindex._sp_kernels import back_project
+    from sdrindex.sp._infer import back_project
 
     if weights is None:
         weights = _backprojection_weights(sp, weighted)

@@ -27,7 +27,7 @@ def build_small_bundle(
     from sdrindex.datasets import binarize
     from sdrindex.images import load_source
     from sdrindex.index import SDRIndex
-    from sdrindex.presets import sp_from_config
+    from sdrindex.sp import sp_from_config
     from sdrindex.table import TrainingTable
 
     out = Path(out)

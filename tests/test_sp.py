@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sdrindex import DataError, ParameterError, SDRIndexError, SpatialPooler
-from sdrindex import topology as T
+from sdrindex.sp import topology as T
 from sdrindex.datasets import binarize, load_mnist
 from sdrindex.sp import NUPIC_PARAM_NAMES
 
@@ -79,7 +79,7 @@ def state_of(sp: SpatialPooler) -> dict[str, Any]:
     """Every attribute of the estimator (parameters, learned state, private buffers), copied."""
     out = {}
     for key, value in vars(sp).items():
-        if key in ("_perm_dense", "_csr_cache", "_state_token"):  # caches, not state
+        if key == "_cache":  # derived data (parameters, plan), not state
             continue
         if isinstance(value, np.ndarray):
             out[key] = value.copy()

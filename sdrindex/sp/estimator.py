@@ -4,17 +4,20 @@
 camelCase dictionary as users have it), learns online one input at a time in NuPIC's
 order, and reproduces NuPIC's Python ``SpatialPooler`` (algorithm version 3) step for
 step when started from the same state: the conformance vectors in ``tests/data`` replay
-exactly. The hot loops live in :mod:`sdrindex._sp_kernels`.
+exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase)
+and :mod:`._infer` (inference, back-projection).
+
+What the kernels need besides the learned state is derived once and kept in a private
+cache: the typed parameters (rebuilt when a parameter changes) and the inference plan
+(connected-synapse table, inhibition neighbourhoods, density, back-projection weights;
+dropped by :meth:`SpatialPooler._state_changed` whenever learning or loading changes the
+state). So single-image ``compute``, ``transform`` and ``inverse_transform`` calls pay
+only for their kernel.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
-import os
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +26,26 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from sdrindex import _sp_kernels as K
-from sdrindex import topology
-from sdrindex.errors import DataError, ParameterError
+from sdrindex import sdr
+from sdrindex.errors import ParameterError
+
+from . import _infer as I
+from . import _io, topology
+from . import _kernels as K
+from ._io import FORMAT_VERSION
+from ._params import (
+    NUPIC_PARAM_NAMES,
+    PERMANENCE_EPSILON,
+    all_binary,
+    check_params,
+    dims,
+    kernel_params,
+    params_key,
+)
+from ._structs import InferModel, Neighbours, Params, State, Work
 
 __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
-PERMANENCE_EPSILON = 1e-6
-UPDATE_PERIOD = 50
 #: Inference cost model: one vectorised AND+popcount word costs 1/BITS_SPEEDUP of one
 #: scattered add (times 2: csr_cost below). 6.0 from 20,000 MNIST images after 10,000 learned,
 #: 2026-11-28: the popcount path ran 1.2x (htmcore-mnist), 1.65x (sdrindex-mnist), 16x
@@ -39,58 +53,37 @@ UPDATE_PERIOD = 50
 #: for htmcore-mnist.
 BITS_SPEEDUP = 6.0
 INIT_CONNECTED_PCT = 0.5
-
-#: NuPIC's camelCase names -> ours.
-NUPIC_PARAM_NAMES: dict[str, str] = {
-    "inputDimensions": "input_dimensions",
-    "columnDimensions": "column_dimensions",
-    "potentialRadius": "potential_radius",
-    "potentialPct": "potential_pct",
-    "globalInhibition": "global_inhibition",
-    "localAreaDensity": "local_area_density",
-    "numActiveColumnsPerInhArea": "num_active_columns_per_inh_area",
-    "stimulusThreshold": "stimulus_threshold",
-    "synPermInactiveDec": "syn_perm_inactive_dec",
-    "synPermActiveInc": "syn_perm_active_inc",
-    "synPermConnected": "syn_perm_connected",
-    "minPctOverlapDutyCycle": "min_pct_overlap_duty_cycle",
-    "dutyCyclePeriod": "duty_cycle_period",
-    "boostStrength": "boost_strength",
-    "seed": "seed",
-    "wrapAround": "wrap_around",
-    "spVerbosity": "sp_verbosity",
-}
+#: Back-projections of fewer rows run on the calling thread (no thread-pool wake-up).
+SERIAL_BACKPROJECTION_ROWS = 16
 
 
-def _dims(value: Any, name: str) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)):
-        value = (value,)
-    try:
-        dims = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ParameterError(
-            f"{name} must be a sequence of positive integers, got {value!r}"
-        ) from None
-    if (
-        not dims
-        or any(d <= 0 for d in dims)
-        or any(float(d) != float(v) for d, v in zip(dims, value, strict=True))
-    ):
-        raise ParameterError(
-            f"{name} must be a non-empty sequence of positive integers, got {value!r}"
-        )
-    return dims
+class _Cache:
+    """Data derived from the parameters and the state: rebuilt on demand, never saved."""
 
+    __slots__ = (
+        "key",
+        "params",
+        "n_columns",
+        "pools_checked",
+        "neighbours",
+        "work",
+        "plan",
+        "plan_radius",
+        "weights",
+        "perm_dense",
+    )
 
-def _all_binary(arr: NDArray) -> bool:
-    """Every value is 0 or 1 (cheap for the usual uint8 / bool input: one min and max)."""
-    if arr.dtype == np.bool_:
-        return True
-    if np.issubdtype(arr.dtype, np.unsignedinteger):
-        return int(arr.max()) <= 1
-    if np.issubdtype(arr.dtype, np.integer):
-        return int(arr.min()) >= 0 and int(arr.max()) <= 1
-    return bool(((arr == 0) | (arr == 1)).all())  # floats: also refuses NaN and 0.5
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.params: Params | None = None
+        self.n_columns = 0
+        self.pools_checked: object = None
+        self.neighbours = Neighbours(-1, np.zeros(1, np.int64), np.zeros(0, np.int32))
+        self.work: Work | None = None
+        self.plan: InferModel | None = None
+        self.plan_radius = -1
+        self.weights: dict[bool, NDArray[np.float32]] = {}
+        self.perm_dense: NDArray[np.float32] | None = None
 
 
 class SpatialPooler(TransformerMixin, BaseEstimator):
@@ -211,102 +204,29 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         for camel, snake in NUPIC_PARAM_NAMES.items():
             v = getattr(self, snake)
             if snake in ("input_dimensions", "column_dimensions"):
-                v = list(_dims(v, snake))
+                v = list(dims(v, snake))
             elif isinstance(v, (np.generic,)):
                 v = v.item()
             out[camel] = v
         return out
 
     def _check_params(self) -> None:
-        in_dims = _dims(self.input_dimensions, "input_dimensions")
-        col_dims = _dims(self.column_dimensions, "column_dimensions")
-        if len(in_dims) != len(col_dims):
-            raise ParameterError(
-                f"input_dimensions {in_dims} and column_dimensions {col_dims} must have the same "
-                "number of dimensions (NuPIC requires it); e.g. (28, 28) with (37, 37)"
-            )
-
-        def num(name, lo=None, hi=None, lo_open=False, integer=False):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise ParameterError(f"{name} must be a number, got {v!r}")
-            if not math.isfinite(float(v)):
-                raise ParameterError(f"{name} must be finite, got {v!r}")
-            if integer and float(v) != int(v):
-                raise ParameterError(f"{name} must be an integer, got {v!r}")
-            rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
-            if lo is not None and (v < lo or (lo_open and v == lo)):
-                raise ParameterError(f"{name} must be in {rng}, got {v!r}")
-            if hi is not None and v > hi:
-                raise ParameterError(f"{name} must be in {rng}, got {v!r}")
-
-        num("potential_radius", 0, None, integer=True)
-        num("potential_pct", 0, 1, lo_open=True)
-        num("stimulus_threshold", 0)
-        for name in ("syn_perm_inactive_dec", "syn_perm_active_inc", "syn_perm_connected"):
-            num(name, 0, 1)
-        num("min_pct_overlap_duty_cycle", 0, 1)
-        num("duty_cycle_period", 1, None, integer=True)
-        num("boost_strength", 0)
-        num("seed", -1, None, integer=True)
-        num("local_area_density", -math.inf, 1)
-        num("num_active_columns_per_inh_area", -math.inf, None)
-        lad = float(self.local_area_density)
-        nac = float(self.num_active_columns_per_inh_area)
-        if lad > 0:
-            if lad > 0.5:
-                raise ParameterError(
-                    f"local_area_density must be in (0, 0.5] (NuPIC's limit), got {lad!r}"
-                )
-        elif nac <= 0:
-            raise ParameterError(
-                "no density given: set local_area_density in (0, 0.5] or "
-                f"num_active_columns_per_inh_area > 0 (got {lad!r} and {nac!r})"
-            )
-        if self.syn_perm_active_inc / 2.0 >= self.syn_perm_connected:
-            raise ParameterError(
-                "syn_perm_active_inc / 2 (the trim threshold) must be below syn_perm_connected: "
-                f"got syn_perm_active_inc={self.syn_perm_active_inc!r}, "
-                f"syn_perm_connected={self.syn_perm_connected!r}"
-            )
-        if self.syn_perm_connected <= 0 and self.stimulus_threshold > 0:
-            raise ParameterError("syn_perm_connected must be > 0 when stimulus_threshold > 0")
-        if not isinstance(self.global_inhibition, (bool, np.bool_)):
-            raise ParameterError(
-                f"global_inhibition must be True or False, got {self.global_inhibition!r}"
-            )
-        if not isinstance(self.wrap_around, (bool, np.bool_)):
-            raise ParameterError(f"wrap_around must be True or False, got {self.wrap_around!r}")
-        # The smallest potential pool must hold stimulus_threshold synapses, or NuPIC's
-        # raise-to-threshold loop can never finish.
-        n_in = int(np.prod(in_dims))
-        radius = int(min(self.potential_radius, n_in))
-        smallest = 1
-        for d in in_dims:
-            side = min(d, 2 * radius + 1) if self.wrap_around else min(d, radius + 1)
-            smallest *= side
-        pool = int(smallest * float(self.potential_pct) + 0.5)
-        if pool < float(self.stimulus_threshold):
-            raise ParameterError(
-                f"stimulus_threshold={self.stimulus_threshold!r} is above the smallest potential "
-                f"pool ({pool} inputs with potential_radius={self.potential_radius}, "
-                f"potential_pct={self.potential_pct}); lower it or widen the pool"
-            )
+        check_params(self)
 
     # ------------------------------------------------------------------ shapes
     @property
     def n_inputs(self) -> int:
-        return int(np.prod(_dims(self.input_dimensions, "input_dimensions")))
+        return int(np.prod(dims(self.input_dimensions, "input_dimensions")))
 
     @property
     def n_columns(self) -> int:
-        return int(np.prod(_dims(self.column_dimensions, "column_dimensions")))
+        return int(np.prod(dims(self.column_dimensions, "column_dimensions")))
 
     def _in_dims(self) -> tuple[int, ...]:
-        return _dims(self.input_dimensions, "input_dimensions")
+        return dims(self.input_dimensions, "input_dimensions")
 
     def _col_dims(self) -> tuple[int, ...]:
-        return _dims(self.column_dimensions, "column_dimensions")
+        return dims(self.column_dimensions, "column_dimensions")
 
     def _is_initialized(self) -> bool:
         return hasattr(self, "_perm_data")
@@ -386,6 +306,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
 
     def _set_state(self, state: dict[str, Any], raise_perm: bool) -> None:
         n_col, n_in = self.n_columns, self.n_inputs
+        params = self._kernel_params()
         self.potential_ = np.ascontiguousarray(state["potential"], dtype=np.uint8).copy()
         self._build_pools()
         rows = np.repeat(np.arange(n_col), np.diff(self._pot_ptr))
@@ -393,29 +314,18 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self._perm_data = np.ascontiguousarray(dense[rows, self._pot_idx], dtype=np.float32)
         self._state_changed()
         self._conn_bits = np.zeros(((n_in + 63) // 64, n_col), np.uint64)
-        fpar = self._fpar()
-        stim = float(self.stimulus_threshold)
-        for c in range(n_col):
-            K.update_column(
-                c,
-                self._perm_data,
-                self._pot_ptr,
-                self._pot_idx,
-                self._conn_bits,
-                fpar,
-                stim,
-                raise_perm,
-            )
         self.boost_factors_ = np.ones(n_col, np.float32)
         self.active_duty_cycles_ = np.zeros(n_col, np.float32)
         self.overlap_duty_cycles_ = np.zeros(n_col, np.float32)
         self.min_overlap_duty_cycles_ = np.zeros(n_col, np.float32)
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
+        kstate = self._kernel_state(np.zeros(3, np.int64))
+        K.update_columns(kstate, params, raise_perm)
         radius = state.get("inhibition_radius")
-        self.inhibition_radius_ = (
-            self._compute_inhibition_radius() if radius is None else int(radius)
-        )
+        if radius is None:
+            radius = K.update_inhibition_radius(kstate, params)
+        self.inhibition_radius_ = int(radius)
 
     def _build_pools(self) -> None:
         rows, cols = np.nonzero(self.potential_)
@@ -423,24 +333,6 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counts = np.bincount(rows, minlength=self.n_columns)
         self._pot_ptr = np.zeros(self.n_columns + 1, np.int64)
         np.cumsum(counts, out=self._pot_ptr[1:])
-        self._in_coords = np.stack(
-            np.unravel_index(np.arange(self.n_inputs), self._in_dims()), axis=1
-        ).astype(np.int64)
-
-    def _compute_inhibition_radius(self) -> int:
-        if self.global_inhibition:
-            return int(max(self._col_dims()))
-        return int(
-            K.inhibition_radius_local(
-                self._perm_data,
-                self._pot_ptr,
-                self._pot_idx,
-                self._fpar()[2],
-                self._in_coords,
-                np.asarray(self._col_dims(), np.int64),
-                np.asarray(self._in_dims(), np.int64),
-            )
-        )
 
     def _initialize(self) -> None:
         self._check_params()
@@ -450,43 +342,96 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         else:
             self._set_state(state, raise_perm=state["inhibition_radius"] is None)
 
-    # ------------------------------------------------------------------ kernel params
-    def _fpar(self) -> NDArray[np.float32]:
-        return np.array(
-            [
-                self.syn_perm_active_inc,
-                self.syn_perm_inactive_dec,
-                self.syn_perm_connected - PERMANENCE_EPSILON,
-                self.syn_perm_active_inc / 2.0,
-                self.syn_perm_connected / 10.0,
-                self.boost_strength,
-            ],
-            dtype=np.float32,
+    # ------------------------------------------------------------------ derived data
+    def _derived(self) -> _Cache:
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = self._cache = _Cache()
+        return cache
+
+    def _kernel_params(self) -> Params:
+        """The typed parameters, checked and rebuilt only when a parameter changed."""
+        cache = self._derived()
+        key = params_key(self)
+        if cache.params is None or cache.key != key:
+            check_params(self)
+            fresh = _Cache()
+            fresh.key, fresh.params = key, kernel_params(self)
+            fresh.n_columns = self.n_columns
+            fresh.perm_dense = cache.perm_dense  # the permanences do not depend on them
+            self._cache = cache = fresh
+        return cache.params
+
+    def _kernel_state(self, counters: NDArray[np.int64]) -> State:
+        return State(
+            self._pot_ptr,
+            self._pot_idx,
+            self._perm_data,
+            self._conn_bits,
+            self.boost_factors_,
+            self.active_duty_cycles_,
+            self.overlap_duty_cycles_,
+            self.min_overlap_duty_cycles_,
+            counters,
         )
 
-    def _dpar(self) -> NDArray[np.float64]:
-        return np.array(
-            [self.local_area_density, self.stimulus_threshold, self.min_pct_overlap_duty_cycle],
-            dtype=np.float64,
-        )
+    def _state_changed(self) -> None:
+        """Drop everything derived from the learned state (learning or loading changed it)."""
+        cache = self._derived()
+        cache.plan = None
+        cache.weights = {}
+        cache.perm_dense = None
 
-    def _ipar(self) -> NDArray[np.int64]:
-        return np.array(
-            [
-                int(bool(self.global_inhibition)),
-                int(bool(self.wrap_around)),
-                int(self.num_active_columns_per_inh_area),
-                int(self.duty_cycle_period),
-                UPDATE_PERIOD,
-            ],
-            dtype=np.int64,
+    def _plan(self) -> InferModel:
+        """The inference plan for the current state, built on first use after a change."""
+        params = self._kernel_params()
+        cache = self._derived()
+        radius = int(self.inhibition_radius_)
+        plan = cache.plan
+        if plan is not None and plan.conn_bits is self._conn_bits and cache.plan_radius == radius:
+            return plan
+        n_col, n_in = cache.n_columns, params.in_coords.shape[0]
+        cptr, ccols = I.connected_csr(
+            self._pot_ptr, self._pot_idx, self._perm_data, params.conn_thr, n_in
         )
+        nd = params.col_dims.shape[0]
+        density = float(
+            K.inhibition_density(
+                params.local_area_density, params.num_active_per_area, radius, nd, n_col
+            )
+        )
+        global_mode = params.global_inhibition or radius > params.max_col_dim
+        nbr = cache.neighbours
+        if not global_mode:
+            nbr = cache.neighbours = K.neighbours_for(nbr, radius, params)
+        # Cost model: vectorised popcounts over every (word, column) pair vs scattered
+        # adds per active input; the constants were fitted on MNIST (bench_sp.py).
+        cache.plan = InferModel(
+            conn_bits=self._conn_bits,
+            cptr=cptr,
+            ccols=ccols,
+            density=density,
+            num_active=int(K.num_active_global(density, n_col)),
+            stim=params.stim,
+            global_mode=bool(global_mode),
+            nb_ptr=nbr.ptr,
+            nb_idx=nbr.idx,
+            bits_cost=self._conn_bits.size / BITS_SPEEDUP,
+            csr_cost_per_input=2.0 * len(ccols) / max(n_in, 1),
+        )
+        cache.plan_radius = radius
+        return cache.plan
 
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, X: ArrayLike, name: str = "X") -> NDArray[np.uint8]:
         """Binary input vectors as a C-contiguous uint8 array of shape (n, n_inputs)."""
-        arr = np.asarray(X)
-        n_in = self.n_inputs
+        arr = X if type(X) is np.ndarray else np.asarray(X)
+        n_in = self._kernel_params().in_coords.shape[0]
+        if arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == n_in:
+            # the usual input (binarize's output), kept cheap for single images
+            if arr.size and int(arr.max()) > 1:
+                raise ParameterError(self._not_binary(name))
+            return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
         in_dims = self._in_dims()
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.integer)
@@ -503,22 +448,31 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                 f"{name} must have shape (n_samples, {n_in}) or (n_samples, *{in_dims}); "
                 f"got {arr.shape}. Images go through sdrindex.binarize first."
             )
-        if arr.size and not _all_binary(arr):
-            raise ParameterError(
-                f"{name} must be binary (0/1); it holds other values. "
-                "Binarize images with sdrindex.binarize(images, threshold=128)."
-            )
+        if arr.size and not all_binary(arr):
+            raise ParameterError(self._not_binary(name))
         return np.ascontiguousarray(arr, dtype=np.uint8)
+
+    @staticmethod
+    def _not_binary(name: str) -> str:
+        return (
+            f"{name} must be binary (0/1); it holds other values. "
+            "Binarize images with sdrindex.binarize(images, threshold=128)."
+        )
 
     def _check_pools(self) -> None:
         """Every potential pool must hold stimulus_threshold synapses (else raising
         permanences to the threshold could never finish)."""
+        self._kernel_params()
+        cache = self._derived()
+        if cache.pools_checked is self._pot_ptr:
+            return
         sizes = np.diff(self._pot_ptr)
         if sizes.size and sizes.min() < float(self.stimulus_threshold):
             raise ParameterError(
                 f"stimulus_threshold={self.stimulus_threshold!r} is above the smallest potential "
                 f"pool of this SP ({int(sizes.min())} inputs); lower it"
             )
+        cache.pools_checked = self._pot_ptr
 
     def _require_fitted(self) -> None:
         if not self._is_initialized():
@@ -528,17 +482,6 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             )
 
     # ------------------------------------------------------------------ learning
-    def _perm_dense_token(self) -> object:
-        """An object that changes whenever the permanences may have changed."""
-        token = getattr(self, "_state_token", None)
-        if token is None:
-            token = self._state_token = object()
-        return token
-
-    def _state_changed(self) -> None:
-        self._state_token = object()
-        self._perm_dense = None
-
     @property
     def permanences_(self) -> NDArray[np.float32]:
         """Permanences, shape (n_columns, n_inputs), float32, zero outside the pools.
@@ -547,40 +490,32 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         """
         if not hasattr(self, "_perm_data"):
             raise AttributeError("permanences_ (the SpatialPooler has no state yet)")
-        if self._perm_dense is None:
+        cache = self._derived()
+        if cache.perm_dense is None:
             dense = np.zeros((self.n_columns, self.n_inputs), np.float32)
             rows = np.repeat(np.arange(self.n_columns), np.diff(self._pot_ptr))
             dense[rows, self._pot_idx] = self._perm_data
             dense.flags.writeable = False
-            self._perm_dense = dense
-        return self._perm_dense
+            cache.perm_dense = dense
+        return cache.perm_dense
+
+    def _counters(self) -> NDArray[np.int64]:
+        return np.array(
+            [self.iteration_num_, self.iteration_learn_num_, self.inhibition_radius_], np.int64
+        )
+
+    def _set_counters(self, counters: NDArray[np.int64]) -> None:
+        self.iteration_num_, self.iteration_learn_num_, self.inhibition_radius_ = counters.tolist()
 
     def _learn(self, X: NDArray[np.uint8], record_overlaps: bool = False, progress: bool = False):
         n = X.shape[0]
-        n_col = self.n_columns
-        packed = np.zeros((n, (n_col + 7) // 8), np.uint8)
-        overlaps = np.zeros((n if record_overlaps else 0, n_col), np.int32)
-        istate = np.array(
-            [self.iteration_num_, self.iteration_learn_num_, self.inhibition_radius_], np.int64
-        )
+        params = self._kernel_params()
+        cache = self._derived()
+        packed = np.zeros((n, (cache.n_columns + 7) // 8), np.uint8)
+        overlaps = np.zeros((n if record_overlaps else 0, cache.n_columns), np.int32)
+        counters = self._counters()
         self._state_changed()
-        args = (
-            self._perm_data,
-            self._pot_ptr,
-            self._pot_idx,
-            self._conn_bits,
-            self.boost_factors_,
-            self.active_duty_cycles_,
-            self.overlap_duty_cycles_,
-            self.min_overlap_duty_cycles_,
-            istate,
-            self._fpar(),
-            self._dpar(),
-            self._ipar(),
-            np.asarray(self._col_dims(), np.int64),
-            self._in_coords,
-            np.asarray(self._in_dims(), np.int64),
-        )
+        state = self._kernel_state(counters)
         bar = None
         if progress and n >= 2000 and sys.stderr.isatty():
             from tqdm import tqdm
@@ -590,21 +525,35 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         try:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                K.learn_steps(
+                cache.neighbours = K.learn_steps(
                     X[start:stop],
-                    *args,
+                    state,
+                    params,
+                    cache.neighbours,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
                 )
-                self.iteration_num_, self.iteration_learn_num_, self.inhibition_radius_ = (
-                    int(v) for v in istate
-                )
+                self._set_counters(counters)
                 if bar is not None:
                     bar.update(stop - start)
         finally:
             if bar is not None:
                 bar.close()
         return packed, overlaps
+
+    def _learn_one(self, x: NDArray[np.uint8]) -> NDArray[np.int64]:
+        """One learning step on a 0/1 row; the active columns, ascending."""
+        params = self._kernel_params()
+        cache = self._derived()
+        if cache.work is None:
+            cache.work = K.new_work(self._conn_bits.shape[0], cache.n_columns)
+        counters = self._counters()
+        self._state_changed()
+        m, cache.neighbours = K.learn_step(
+            x, self._kernel_state(counters), params, cache.neighbours, cache.work
+        )
+        self._set_counters(counters)
+        return cache.work.winners[:m].copy()
 
     def partial_fit(self, X: ArrayLike, y: Any = None) -> SpatialPooler:
         """Learn online from each row of ``X`` in order (NuPIC's ``compute(x, learn=True)``).
@@ -642,30 +591,42 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
 
         Like NuPIC, every call (learning or not) advances ``iteration_num_``. When
         ``active_array`` (n_columns,) is given it is filled with 0/1 as NuPIC does.
+
+        Parameters
+        ----------
+        x : array of n_inputs elements (any shape), 0/1
+        learn : bool
+            Learn from ``x`` (NuPIC's ``learn=True``) or only infer.
+        active_array : ndarray of n_columns elements, optional
+
+        Returns
+        -------
+        ndarray of int64, the active columns in ascending order.
         """
-        self._check_params()
+        params = self._kernel_params()
+        n_col, n_in = self._derived().n_columns, params.in_coords.shape[0]
         if active_array is not None and (
-            not isinstance(active_array, np.ndarray) or active_array.size != self.n_columns
+            not isinstance(active_array, np.ndarray) or active_array.size != n_col
         ):
             raise ParameterError(
-                f"active_array must be a numpy array of {self.n_columns} elements, got "
+                f"active_array must be a numpy array of {n_col} elements, got "
                 f"{getattr(active_array, 'shape', type(active_array).__name__)}"
             )
-        xv = np.asarray(x)
-        if xv.size != self.n_inputs:
+        xv = x if type(x) is np.ndarray else np.asarray(x)
+        if xv.size != n_in:
             raise ParameterError(
-                f"input vector must have {self.n_inputs} elements, got {xv.size} (shape {xv.shape})"
+                f"input vector must have {n_in} elements, got {xv.size} (shape {xv.shape})"
             )
         Xc = self._check_inputs(xv.reshape(1, -1), name="x")
         if not self._is_initialized():
             self._initialize()
         if learn:
             self._check_pools()
-            packed, _ = self._learn(Xc)
+            active = self._learn_one(Xc[0])
         else:
             packed = self._infer(Xc, boosted=False)
             self.iteration_num_ += 1
-        active = np.flatnonzero(np.unpackbits(packed[0], count=self.n_columns)).astype(np.int64)
+            active = np.flatnonzero(np.unpackbits(packed[0], count=n_col)).astype(np.int64)
         if active_array is not None:
             active_array[...] = 0
             active_array.reshape(-1)[active] = 1
@@ -673,67 +634,23 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference
     def _infer(
-        self, X: NDArray[np.uint8], boosted: bool, force_path: str | None = None
+        self, X: NDArray[np.uint8], boosted: bool, path: int = I.PATH_AUTO
     ) -> NDArray[np.uint8]:
-        n_col = self.n_columns
-        fpar = self._fpar()
-        # The input-major connected table only changes when learning does: keep it until then
-        # (rebuilding it was ~1 ms of a 1.3 ms single-image transform).
-        cache = getattr(self, "_csr_cache", None)
-        if cache is None or cache[0] is not self._perm_dense_token():
-            cptr, ccols = K.connected_csr(
-                self._perm_data, self._pot_ptr, self._pot_idx, fpar[2], self.n_inputs
-            )
-            self._csr_cache = (self._perm_dense_token(), cptr, ccols)
-        else:
-            cptr, ccols = cache[1], cache[2]
-        radius = int(self.inhibition_radius_)
-        col_dims = self._col_dims()
-        density = K.inhibition_density(
-            float(self.local_area_density),
-            int(self.num_active_columns_per_inh_area),
-            radius,
-            len(col_dims),
-            n_col,
-        )
-        global_mode = bool(self.global_inhibition) or radius > max(col_dims)
-        if global_mode:
-            nb_ptr, nb_idx = np.zeros(1, np.int64), np.zeros(0, np.int32)
-        else:
-            nb_ptr, nb_idx = K.neighbor_table(
-                radius, np.asarray(col_dims, np.int64), bool(self.wrap_around)
-            )
-        # Cost model: vectorised popcounts over every (word, column) pair vs scattered
-        # adds per active input; the constants were fitted on MNIST (bench_sp.py).
-        active_inputs = float(X[: min(len(X), 256)].sum(axis=1).mean()) if len(X) else 0.0
-        bits_cost = self._conn_bits.size / BITS_SPEEDUP
-        csr_cost = 2.0 * active_inputs * len(ccols) / max(self.n_inputs, 1)
-        if force_path is not None:
-            bits_cost, csr_cost = (0.0, 1.0) if force_path == "bits" else (1.0, 0.0)
-        out = np.zeros((X.shape[0], (n_col + 7) // 8), np.uint8)
-        K.infer_batch(
-            X,
-            bits_cost < csr_cost,
-            self._conn_bits,
-            cptr,
-            ccols,
-            n_col,
-            self.boost_factors_,
-            bool(boosted),
-            float(density),
-            K.num_active_global(density, n_col),
-            float(self.stimulus_threshold),
-            global_mode,
-            nb_ptr,
-            nb_idx,
-            out,
-        )
+        """Packed SDRs of checked rows ``X``; ``path`` forces an overlap method (tests)."""
+        plan = self._plan()
+        out = np.zeros((X.shape[0], (self._derived().n_columns + 7) // 8), np.uint8)
+        kernel = I.infer_small if X.shape[0] <= I.CHUNK else I.infer_batch
+        kernel(X, plan, self.boost_factors_, bool(boosted), path, out)
         return out
 
     def transform(
         self, X: ArrayLike, packed: bool = False, boosted: bool = False
     ) -> NDArray[np.uint8]:
         """Batch inference: the SDR of every row of ``X``; the state does not change.
+
+        The tables inference needs are built once per learned state, so repeated calls
+        (single images included) cost only the kernel: a server calls
+        ``transform(X, packed=True)`` directly.
 
         Parameters
         ----------
@@ -750,12 +667,11 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         ndarray of uint8, shape (n_samples, n_columns) or packed as above.
         """
         self._require_fitted()
-        self._check_params()
         Xc = self._check_inputs(X)
         out = self._infer(Xc, boosted=boosted)
         if packed:
             return out
-        return np.unpackbits(out, axis=1, count=self.n_columns)
+        return np.unpackbits(out, axis=1, count=self._derived().n_columns)
 
     def inverse_transform(self, sdrs: ArrayLike, weighted: bool = False) -> NDArray[np.float32]:
         """Synapse back-projection: SDRs -> input space.
@@ -763,49 +679,67 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         For each input, the number of connected synapses from the active columns onto it
         (the forum's ``getConnectedSynapses`` loop, vectorised); with ``weighted=True`` the
         sum of the active columns' permanences onto it (over their whole potential pools,
-        connected or not).
+        connected or not). The weight matrix is kept until learning changes the state, so
+        repeated calls cost only the kernel.
 
         Parameters
         ----------
         sdrs : array of shape (n_samples, n_columns) or (n_columns,), 0/1
-            Or a list of arrays of active column indices.
+            Dense SDRs; or packed ones, shape (n_samples, ceil(n_columns / 8)) uint8 (rows
+            of ``np.packbits``, as ``transform(X, packed=True)`` returns; see
+            :func:`sdrindex.sdr.validate`); or a list of arrays of active column indices.
+        weighted : bool
+            Sum permanences instead of counting connected synapses.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_inputs) (or (n_inputs,)), float32
+        ndarray of shape (n_samples, n_inputs) (or (n_inputs,) for one 1-D SDR), float32
         """
         self._require_fitted()
-        n_col = self.n_columns
+        n_col = self._derived().n_columns
         single = False
         if isinstance(sdrs, list) and (not sdrs or not np.isscalar(sdrs[0])):
-            dense = np.zeros((len(sdrs), n_col), np.uint8)
-            for r, idx in enumerate(sdrs):
-                idx = np.asarray(idx)
-                if idx.size == 0:
-                    continue
-                if (
-                    idx.ndim != 1
-                    or not np.issubdtype(idx.dtype, np.integer)
-                    or idx.min() < 0
-                    or idx.max() >= n_col
-                ):
-                    raise ParameterError(f"active column indices must be integers in [0, {n_col})")
-                dense[r, idx] = 1
+            packed = np.packbits(self._dense_from_indices(sdrs), axis=1)
         else:
-            dense = np.asarray(sdrs)
-            if dense.ndim == 1:
-                single = True
-                dense = dense[None, :]
-            if dense.ndim != 2 or dense.shape[1] != n_col:
-                raise ParameterError(
-                    f"sdrs must have shape (n_samples, {n_col}) or ({n_col},), got {np.shape(sdrs)}"
-                )
-            if dense.size and not np.isin(dense, (0, 1)).all():
-                raise ParameterError("sdrs must be binary (0/1)")
-        weights = self.permanences_ if weighted else self.connected_matrix().astype(np.float32)
-        packed = np.packbits(dense.astype(np.uint8), axis=1)
-        out = K.back_project(packed, n_col, np.ascontiguousarray(weights, np.float32))
+            arr = sdrs if type(sdrs) is np.ndarray else np.asarray(sdrs)
+            single = arr.ndim == 1
+            packed = sdr.validate(arr, n_col, "sdrs")
+        weights = self._backprojection_weights(bool(weighted))
+        if packed.shape[0] < SERIAL_BACKPROJECTION_ROWS:
+            out = I.back_project_serial(packed, n_col, weights)
+        else:
+            out = I.back_project(packed, n_col, weights)
         return out[0] if single else out
+
+    def _dense_from_indices(self, lists: list) -> NDArray[np.uint8]:
+        n_col = self._derived().n_columns
+        dense = np.zeros((len(lists), n_col), np.uint8)
+        for r, idx in enumerate(lists):
+            idx = np.asarray(idx)
+            if idx.size == 0:
+                continue
+            if (
+                idx.ndim != 1
+                or not np.issubdtype(idx.dtype, np.integer)
+                or idx.min() < 0
+                or idx.max() >= n_col
+            ):
+                raise ParameterError(f"active column indices must be integers in [0, {n_col})")
+            dense[r, idx] = 1
+        return dense
+
+    def _backprojection_weights(self, weighted: bool) -> NDArray[np.float32]:
+        """(n_columns, n_inputs) float32: permanences, or connected synapses as 0/1."""
+        self._kernel_params()
+        cache = self._derived()
+        w = cache.weights.get(weighted)
+        if w is None:
+            if weighted:
+                w = np.ascontiguousarray(self.permanences_, dtype=np.float32)
+            else:
+                w = np.ascontiguousarray(self.connected_matrix(), dtype=np.float32)
+            cache.weights[weighted] = w
+        return w
 
     def connected_matrix(self) -> NDArray[np.uint8]:
         """Connected synapses, shape (n_columns, n_inputs), uint8 0/1."""
@@ -838,113 +772,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
     def save(self, path: str | Path) -> None:
         """Save parameters and state as a ``.npz`` (no pickle); written atomically."""
         self._require_fitted()
-        path = Path(path)
-        meta = {
-            "format": "sdrindex.SpatialPooler",
-            "format_version": FORMAT_VERSION,
-            "params": self.nupic_params(),
-            "iteration_num": self.iteration_num_,
-            "iteration_learn_num": self.iteration_learn_num_,
-            "inhibition_radius": self.inhibition_radius_,
-        }
-        # Pools as CSR (pointers, input indices, permanences): 1 MB instead of 25 MB dense.
-        arrays = {
-            "pool_ptr": self._pot_ptr,
-            "pool_idx": self._pot_idx,
-            "pool_perm": self._perm_data,
-            "boost_factors": self.boost_factors_,
-            "active_duty_cycles": self.active_duty_cycles_,
-            "overlap_duty_cycles": self.overlap_duty_cycles_,
-            "min_overlap_duty_cycles": self.min_overlap_duty_cycles_,
-        }
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _io.save(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SpatialPooler:
         """Load a Spatial Pooler written by :meth:`save`; never unpickles."""
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such file; save a SpatialPooler there with sp.save(path)")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
-            with loaded as z:
-                data = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it") from exc
-        try:
-            meta = json.loads(bytes(data.pop("meta")).decode())
-            if not isinstance(meta, dict):
-                raise ValueError("metadata is not a JSON object")
-            params = meta["params"]
-            radius = int(meta["inhibition_radius"])
-            iteration_num = int(meta["iteration_num"])
-            iteration_learn_num = int(meta["iteration_learn_num"])
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: missing or unreadable metadata ({exc}); re-save it") from exc
-        if (
-            meta.get("format") != "sdrindex.SpatialPooler"
-            or meta.get("format_version") != FORMAT_VERSION
-        ):
-            raise DataError(
-                f"{path}: unknown format {meta.get('format')!r} "
-                f"version {meta.get('format_version')!r} "
-                f"(this sdrindex reads version {FORMAT_VERSION})"
-            )
-        if not isinstance(params, dict):
-            raise DataError(f"{path}: metadata 'params' is not a table; re-save it")
-        try:
-            sp = cls.from_nupic_params(params)
-        except ParameterError as exc:
-            raise DataError(f"{path}: invalid SP parameters ({exc}); re-save it") from exc
-        n_col, n_in = sp.n_columns, sp.n_inputs
-        shapes = {
-            "boost_factors": (n_col,),
-            "active_duty_cycles": (n_col,),
-            "overlap_duty_cycles": (n_col,),
-            "min_overlap_duty_cycles": (n_col,),
-            "pool_ptr": (n_col + 1,),
-        }
-        for key, shape in shapes.items():
-            if key not in data or data[key].shape != shape:
-                raise DataError(
-                    f"{path}: array {key!r} missing or not of shape {shape}; re-save it"
-                )
-        ptr, idx, prm = data["pool_ptr"], data.get("pool_idx"), data.get("pool_perm")
-        nnz = int(ptr[-1]) if ptr.size else 0
-        if (
-            idx is None
-            or prm is None
-            or idx.shape != (nnz,)
-            or prm.shape != (nnz,)
-            or ptr[0] != 0
-            or np.any(np.diff(ptr) < 0)
-            or (nnz and (idx.min() < 0 or idx.max() >= n_in))
-            or not np.isfinite(prm).all()
-        ):
-            raise DataError(f"{path}: inconsistent potential pools / permanences; re-save it")
-        rows = np.repeat(np.arange(n_col), np.diff(ptr))
-        pot = np.zeros((n_col, n_in), np.uint8)
-        pot[rows, idx] = 1
-        if int(pot.sum()) != nnz:
-            raise DataError(f"{path}: a potential pool lists an input twice; re-save it")
-        dense = np.zeros((n_col, n_in), np.float32)
-        dense[rows, idx] = prm
-        sp._set_state(
-            {"potential": pot, "permanences": dense, "inhibition_radius": radius},
-            raise_perm=False,
-        )
-        sp.boost_factors_ = data["boost_factors"].astype(np.float32)
-        sp.active_duty_cycles_ = data["active_duty_cycles"].astype(np.float32)
-        sp.overlap_duty_cycles_ = data["overlap_duty_cycles"].astype(np.float32)
-        sp.min_overlap_duty_cycles_ = data["min_overlap_duty_cycles"].astype(np.float32)
-        sp.iteration_num_ = iteration_num
-        sp.iteration_learn_num_ = iteration_learn_num
-        return sp
+        return _io.load(cls, path)
