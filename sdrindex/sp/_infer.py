@@ -116,21 +116,30 @@ def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
 
 
 @nb.njit(**_NJIT)
-def infer_small(X, model, boost, use_boost, path, out_packed):
-    """:func:`infer_rows` on every row of ``X`` on the calling thread (small batches)."""
+def infer_small(X, handle, use_boost, path, out_packed):
+    """:func:`infer_rows` on every row of ``X`` on the calling thread (small batches);
+    ``handle`` is an :class:`~._structs.InferHandle` (model and boost factors)."""
+    model = handle.model
     use_bits = use_bits_path(X, model, path)
-    infer_rows(X, 0, X.shape[0], model, boost, use_boost, use_bits, out_packed)
+    infer_rows(X, 0, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
+
+
+@nb.njit(**_NJIT)
+def infer_chunk(X, ch, handle, use_boost, use_bits, out_packed):
+    """:func:`infer_rows` on chunk ``ch`` (rows ch*CHUNK onwards) of ``X``."""
+    start = ch * CHUNK
+    stop = min(X.shape[0], start + CHUNK)
+    infer_rows(X, start, stop, handle.model, handle.boost, use_boost, use_bits, out_packed)
 
 
 @nb.njit(parallel=True, **_NJIT)
-def infer_batch(X, model, boost, use_boost, path, out_packed):
+def infer_batch(X, handle, use_boost, path, out_packed):
     """:func:`infer_rows` over chunks of ``CHUNK`` rows of ``X`` in parallel."""
-    use_bits = use_bits_path(X, model, path)
-    n = X.shape[0]
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    for ch in nb.prange(n_chunks):
-        start = ch * CHUNK
-        infer_rows(X, start, min(n, start + CHUNK), model, boost, use_boost, use_bits, out_packed)
+    # (the parallel loop only sees the handle: numba's parfor lowering fails on a named
+    # tuple captured in its body)
+    use_bits = use_bits_path(X, handle.model, path)
+    for ch in nb.prange((X.shape[0] + CHUNK - 1) // CHUNK):
+        infer_chunk(X, ch, handle, use_boost, use_bits, out_packed)
 
 
 @nb.njit(parallel=True, **_NJIT)

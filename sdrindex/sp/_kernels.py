@@ -631,6 +631,15 @@ def learn_step(x, state, params, nbr, work):
 
 
 @nb.njit(**_NJIT_GIL)
+def learn_one(x, learner):
+    """:func:`learn_step` through a :class:`~._structs.Learner` handle (cheap to call from
+    Python); the handle keeps the neighbour table. Returns the number of winners."""
+    m, nbr = learn_step(x, learner.state, learner.params, learner.nbr, learner.work)
+    learner.nbr = nbr
+    return m
+
+
+@nb.njit(**_NJIT_GIL)
 def learn_steps(X, state, params, nbr, out_packed, out_overlaps):
     """:func:`learn_step` on every row of ``X`` (n, I) in order.
 

@@ -152,12 +152,23 @@ def check_params(sp: Any) -> None:
         )
 
 
+_KEY_NAMES = tuple(NUPIC_PARAM_NAMES.values())[2:]
+
+
 def params_key(sp: Any) -> tuple:
-    """The parameter values as a comparable tuple: a different key means re-check."""
-    return tuple(
-        tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else v
-        for v in (getattr(sp, name) for name in NUPIC_PARAM_NAMES.values())
+    """The parameter values as a comparable tuple: a different key means re-check.
+
+    Called on every public call, so kept to a few attribute reads; the two dimension
+    parameters (lists, tuples or arrays) are frozen to tuples.
+    """
+    d = sp.__dict__
+    return (_frozen(d["input_dimensions"]), _frozen(d["column_dimensions"])) + tuple(
+        map(d.__getitem__, _KEY_NAMES)
     )
+
+
+def _frozen(v: Any) -> Any:
+    return tuple(v) if isinstance(v, (list, np.ndarray)) else v
 
 
 def kernel_params(sp: Any) -> Params:

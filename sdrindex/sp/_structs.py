@@ -24,10 +24,24 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba as nb
 import numpy as np
+from numba.core import types
+from numba.experimental import structref
+from numba.extending import overload
 from numpy.typing import NDArray
 
-__all__ = ["Params", "State", "Neighbours", "Work", "InferModel"]
+__all__ = [
+    "Params",
+    "State",
+    "Neighbours",
+    "Work",
+    "InferModel",
+    "Learner",
+    "InferHandle",
+    "new_learner",
+    "new_infer_handle",
+]
 
 
 class Params(NamedTuple):
@@ -109,3 +123,87 @@ class InferModel(NamedTuple):
     nb_idx: NDArray[np.int32]
     bits_cost: float  # cost model: popcount pass over every (word, column) pair
     csr_cost_per_input: float  # cost model: scattered adds per active input
+
+
+# ------------------------------------------------------------------ handles for Python callers
+# Calling a kernel with named tuples makes numba type every field in Python on every call
+# (about 20 us for the learning structures, a third of a learning step). A StructRef is
+# typed by one attribute read, so the per-call entry points take one of these handles,
+# built once per learned state.
+
+
+@structref.register
+class LearnerType(types.StructRef):
+    """numba type of :class:`Learner`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class Learner(structref.StructRefProxy):
+    """Handle on (state, params, nbr, work) for one-step learning; ``nbr`` is updated
+    in place by the kernel when the inhibition radius changes."""
+
+
+@structref.register
+class InferHandleType(types.StructRef):
+    """numba type of :class:`InferHandle`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class InferHandle(structref.StructRefProxy):
+    """Handle on an :class:`InferModel` and the boost factors it is used with."""
+
+
+structref.define_boxing(LearnerType, Learner)
+structref.define_boxing(InferHandleType, InferHandle)
+
+
+def _make_learner(state, params, nbr, work):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_make_learner)
+def _make_learner_impl(state, params, nbr, work):
+    typ = LearnerType([("state", state), ("params", params), ("nbr", nbr), ("work", work)])
+
+    def impl(state, params, nbr, work):
+        lr = structref.new(typ)
+        lr.state = state
+        lr.params = params
+        lr.nbr = nbr
+        lr.work = work
+        return lr
+
+    return impl
+
+
+def _make_infer_handle(model, boost):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_make_infer_handle)
+def _make_infer_handle_impl(model, boost):
+    typ = InferHandleType([("model", model), ("boost", boost)])
+
+    def impl(model, boost):
+        h = structref.new(typ)
+        h.model = model
+        h.boost = boost
+        return h
+
+    return impl
+
+
+@nb.njit(cache=True)
+def new_learner(state, params, nbr, work):
+    """A :class:`Learner` on these structures (they are shared, not copied)."""
+    return _make_learner(state, params, nbr, work)
+
+
+@nb.njit(cache=True)
+def new_infer_handle(model, boost):
+    """An :class:`InferHandle` on ``model`` and ``boost`` (shared, not copied)."""
+    return _make_infer_handle(model, boost)

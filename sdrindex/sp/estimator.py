@@ -17,6 +17,7 @@ only for their kernel.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,10 @@ from sdrindex import sdr
 from sdrindex.errors import ParameterError
 
 from . import _infer as I
-from . import _io, topology
+from . import _io
 from . import _kernels as K
+from ._cache import Cache
+from ._init import random_state
 from ._io import FORMAT_VERSION
 from ._params import (
     NUPIC_PARAM_NAMES,
@@ -42,7 +45,14 @@ from ._params import (
     kernel_params,
     params_key,
 )
-from ._structs import InferModel, Neighbours, Params, State, Work
+from ._structs import (
+    InferModel,
+    Learner,
+    Params,
+    State,
+    new_infer_handle,
+    new_learner,
+)
 
 __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
 
@@ -52,38 +62,8 @@ __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
 #: (forum-global) and 1.0x (forum-local) the scatter path; 4.0 had picked the slower one
 #: for htmcore-mnist.
 BITS_SPEEDUP = 6.0
-INIT_CONNECTED_PCT = 0.5
 #: Back-projections of fewer rows run on the calling thread (no thread-pool wake-up).
 SERIAL_BACKPROJECTION_ROWS = 16
-
-
-class _Cache:
-    """Data derived from the parameters and the state: rebuilt on demand, never saved."""
-
-    __slots__ = (
-        "key",
-        "params",
-        "n_columns",
-        "pools_checked",
-        "neighbours",
-        "work",
-        "plan",
-        "plan_radius",
-        "weights",
-        "perm_dense",
-    )
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.params: Params | None = None
-        self.n_columns = 0
-        self.pools_checked: object = None
-        self.neighbours = Neighbours(-1, np.zeros(1, np.int64), np.zeros(0, np.int32))
-        self.work: Work | None = None
-        self.plan: InferModel | None = None
-        self.plan_radius = -1
-        self.weights: dict[bool, NDArray[np.float32]] = {}
-        self.perm_dense: NDArray[np.float32] | None = None
 
 
 class SpatialPooler(TransformerMixin, BaseEstimator):
@@ -234,30 +214,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ initial state
     def _random_state(self) -> dict[str, Any]:
         """NuPIC's initialisation procedure (potential pools, permanences) on our RNG."""
-        in_dims, col_dims = self._in_dims(), self._col_dims()
-        n_in, n_col = self.n_inputs, self.n_columns
-        seed = None if int(self.seed) == -1 else int(self.seed)
-        rng = np.random.default_rng(seed)
-        radius = int(min(self.potential_radius, n_in))
-        conn = float(self.syn_perm_connected)
-        trim = np.float32(self.syn_perm_active_inc / 2.0)
-        potential = np.zeros((n_col, n_in), np.uint8)
-        perm = np.zeros((n_col, n_in), np.float32)
-        hood = topology.wrapping_neighborhood if self.wrap_around else topology.neighborhood
-        for c in range(n_col):
-            center = topology.map_column(c, col_dims, in_dims)
-            inputs = hood(center, radius, in_dims)
-            n_pot = int(inputs.size * float(self.potential_pct) + 0.5)
-            chosen = np.sort(rng.choice(inputs, size=n_pot, replace=False))
-            potential[c, chosen] = 1
-            connected = rng.random(n_pot) <= INIT_CONNECTED_PCT
-            r = rng.random(n_pot)
-            p = np.where(connected, conn + (1.0 - conn) * r, conn * r)
-            p = np.floor(p * 100000) / 100000.0
-            row = p.astype(np.float32)
-            row[row < trim] = 0
-            perm[c, chosen] = row
-        return {"potential": potential, "permanences": perm, "inhibition_radius": None}
+        return random_state(self)
 
     def initialize_state(
         self,
@@ -343,10 +300,10 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             self._set_state(state, raise_perm=state["inhibition_radius"] is None)
 
     # ------------------------------------------------------------------ derived data
-    def _derived(self) -> _Cache:
+    def _derived(self) -> Cache:
         cache = self.__dict__.get("_cache")
         if cache is None:
-            cache = self._cache = _Cache()
+            cache = self._cache = Cache()
         return cache
 
     def _kernel_params(self) -> Params:
@@ -355,7 +312,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         key = params_key(self)
         if cache.params is None or cache.key != key:
             check_params(self)
-            fresh = _Cache()
+            fresh = Cache()
             fresh.key, fresh.params = key, kernel_params(self)
             fresh.n_columns = self.n_columns
             fresh.perm_dense = cache.perm_dense  # the permanences do not depend on them
@@ -379,6 +336,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         """Drop everything derived from the learned state (learning or loading changed it)."""
         cache = self._derived()
         cache.plan = None
+        cache.infer_handle = None
         cache.weights = {}
         cache.perm_dense = None
 
@@ -420,13 +378,16 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             csr_cost_per_input=2.0 * len(ccols) / max(n_in, 1),
         )
         cache.plan_radius = radius
+        cache.infer_handle = None
         return cache.plan
 
     # ------------------------------------------------------------------ input checks
-    def _check_inputs(self, X: ArrayLike, name: str = "X") -> NDArray[np.uint8]:
+    def _check_inputs(
+        self, X: ArrayLike, name: str = "X", params: Params | None = None
+    ) -> NDArray[np.uint8]:
         """Binary input vectors as a C-contiguous uint8 array of shape (n, n_inputs)."""
         arr = X if type(X) is np.ndarray else np.asarray(X)
-        n_in = self._kernel_params().in_coords.shape[0]
+        n_in = (params or self._kernel_params()).in_coords.shape[0]
         if arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == n_in:
             # the usual input (binarize's output), kept cheap for single images
             if arr.size and int(arr.max()) > 1:
@@ -459,10 +420,11 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             "Binarize images with sdrindex.binarize(images, threshold=128)."
         )
 
-    def _check_pools(self) -> None:
+    def _check_pools(self, params: Params | None = None) -> None:
         """Every potential pool must hold stimulus_threshold synapses (else raising
         permanences to the threshold could never finish)."""
-        self._kernel_params()
+        if params is None:
+            self._kernel_params()  # a parameter change resets the cache
         cache = self._derived()
         if cache.pools_checked is self._pot_ptr:
             return
@@ -541,17 +503,42 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                 bar.close()
         return packed, overlaps
 
-    def _learn_one(self, x: NDArray[np.uint8]) -> NDArray[np.int64]:
-        """One learning step on a 0/1 row; the active columns, ascending."""
-        params = self._kernel_params()
+    def _learner(self, params: Params) -> Learner:
+        """The one-step learning handle on the current state arrays (rebuilt when one of
+        them was replaced: a new state, a load, an assigned ``boost_factors_``)."""
         cache = self._derived()
-        if cache.work is None:
-            cache.work = K.new_work(self._conn_bits.shape[0], cache.n_columns)
-        counters = self._counters()
-        self._state_changed()
-        m, cache.neighbours = K.learn_step(
-            x, self._kernel_state(counters), params, cache.neighbours, cache.work
+        arrays = (
+            self._pot_ptr,
+            self._pot_idx,
+            self._perm_data,
+            self._conn_bits,
+            self.boost_factors_,
+            self.active_duty_cycles_,
+            self.overlap_duty_cycles_,
+            self.min_overlap_duty_cycles_,
         )
+        same = len(arrays) == len(cache.learner_arrays) and all(
+            map(operator.is_, arrays, cache.learner_arrays)
+        )
+        if cache.learner is None or not same:
+            if cache.work is None:
+                cache.work = K.new_work(self._conn_bits.shape[0], cache.n_columns)
+            state = State(*arrays, np.zeros(3, np.int64))
+            cache.learner_counters = state.counters
+            cache.learner = new_learner(state, params, cache.neighbours, cache.work)
+            cache.learner_arrays = arrays
+        return cache.learner
+
+    def _learn_one(self, x: NDArray[np.uint8], params: Params) -> NDArray[np.int64]:
+        """One learning step on a 0/1 row; the active columns, ascending."""
+        learner = self._learner(params)
+        cache = self._derived()
+        counters = cache.learner_counters
+        counters[0] = self.iteration_num_
+        counters[1] = self.iteration_learn_num_
+        counters[2] = self.inhibition_radius_
+        self._state_changed()
+        m = K.learn_one(x, learner)
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
@@ -617,12 +604,12 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             raise ParameterError(
                 f"input vector must have {n_in} elements, got {xv.size} (shape {xv.shape})"
             )
-        Xc = self._check_inputs(xv.reshape(1, -1), name="x")
+        Xc = self._check_inputs(xv.reshape(1, -1), name="x", params=params)
         if not self._is_initialized():
             self._initialize()
         if learn:
-            self._check_pools()
-            active = self._learn_one(Xc[0])
+            self._check_pools(params)
+            active = self._learn_one(Xc[0], params)
         else:
             packed = self._infer(Xc, boosted=False)
             self.iteration_num_ += 1
@@ -638,9 +625,14 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
     ) -> NDArray[np.uint8]:
         """Packed SDRs of checked rows ``X``; ``path`` forces an overlap method (tests)."""
         plan = self._plan()
-        out = np.zeros((X.shape[0], (self._derived().n_columns + 7) // 8), np.uint8)
+        cache = self._derived()
+        handle = cache.infer_handle
+        if handle is None or cache.infer_boost is not self.boost_factors_:
+            handle = cache.infer_handle = new_infer_handle(plan, self.boost_factors_)
+            cache.infer_boost = self.boost_factors_
+        out = np.zeros((X.shape[0], (cache.n_columns + 7) // 8), np.uint8)
         kernel = I.infer_small if X.shape[0] <= I.CHUNK else I.infer_batch
-        kernel(X, plan, self.boost_factors_, bool(boosted), path, out)
+        kernel(X, handle, bool(boosted), path, out)
         return out
 
     def transform(

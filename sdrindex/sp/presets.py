@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sdrindex.errors import ParameterError
+
 from .estimator import SpatialPooler
 
 PRESETS: dict[str, dict[str, Any]] = {
