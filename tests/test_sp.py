@@ -687,6 +687,20 @@ def test_set_params_after_fit_is_seen_by_the_next_call():
         sp.set_params(potential_pct=2.0).transform(X2)
 
 
+def test_deep_copy_of_a_used_sp_behaves_the_same():
+    import copy
+
+    sp = sp_2d(global_inhibition=False, boost_strength=3.0).fit(X2[:20])
+    sp.transform(X2)
+    sp.compute(X2[20], learn=True)  # the caches now hold numba handles
+    twin = copy.deepcopy(sp)
+    for s in (sp, twin):
+        for x in X2[21:30]:
+            s.compute(x, learn=True)
+    assert_same(learned_attributes(sp), learned_attributes(twin))
+    np.testing.assert_array_equal(twin.transform(X2), sp.transform(X2))
+
+
 # ------------------------------------------------------------------------------ 7. back-projection
 
 

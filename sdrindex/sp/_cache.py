@@ -52,3 +52,8 @@ class Cache:
         self.learner_counters = np.zeros(3, np.int64)
         self.weights: dict[bool, NDArray[np.float32]] = {}
         self.perm_dense: NDArray[np.float32] | None = None
+
+    def __reduce__(self):
+        # Copies and pickles of the estimator start with an empty cache: everything here is
+        # derived, and numba's StructRef handles cannot be copied.
+        return (Cache, ())

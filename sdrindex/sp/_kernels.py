@@ -343,22 +343,59 @@ def raise_to_threshold(c, state, params, connected):
 
 @nb.njit(**_NJIT)
 def finish_column(c, state, params):
-    """Trim below syn_perm_active_inc / 2, clip to [0, 1], and refresh the connected bits."""
+    """Trim below syn_perm_active_inc / 2, clip to [0, 1], and refresh the connected bits.
+
+    The connected bits of each 64-input word are gathered in a register (the pool is
+    ascending), so every word of the column is written once.
+    """
     perm = state.perm
-    conn_bits = state.conn_bits
+    pot_idx = state.pot_idx
     conn_thr = params.conn_thr
     trim = params.trim
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    for w in range(conn_bits.shape[0]):
-        conn_bits[w, c] = 0
-    for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
-        i = np.intp(state.pot_idx[k])
-        p = perm[k]
-        p = zero if p < trim else p
-        p = min(max(p, zero), one)
-        perm[k] = p
-        conn_bits[i >> 6, c] |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
+    k = state.pot_ptr[c]
+    b = state.pot_ptr[c + 1]
+    for w in range(state.conn_bits.shape[0]):
+        word = np.uint64(0)
+        end = (w + 1) << 6
+        while k < b and pot_idx[k] < end:
+            p = perm[k]
+            p = zero if p < trim else p
+            p = min(max(p, zero), one)
+            perm[k] = p
+            word |= np.uint64(p >= conn_thr) << np.uint64(pot_idx[k] & 63)
+            k += 1
+        state.conn_bits[w, c] = word
+
+
+@nb.njit(**_NJIT)
+def adapt_and_finish_column(c, x, state, params):
+    """``adapt_synapses`` and ``finish_column`` of one winner in a single pass, for
+    stimulus_threshold <= 0 (the raise to threshold between them cannot trigger):
+    p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed."""
+    perm = state.perm
+    pot_idx = state.pot_idx
+    inc = params.inc
+    neg_dec = -params.dec
+    conn_thr = params.conn_thr
+    trim = params.trim
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    k = state.pot_ptr[c]
+    b = state.pot_ptr[c + 1]
+    for w in range(state.conn_bits.shape[0]):
+        word = np.uint64(0)
+        end = (w + 1) << 6
+        while k < b and pot_idx[k] < end:
+            i = np.intp(pot_idx[k])
+            p = perm[k] + (inc if x[i] != 0 else neg_dec)
+            p = min(max(p, zero), one)
+            p = zero if p < trim else p
+            perm[k] = p
+            word |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
+            k += 1
+        state.conn_bits[w, c] = word
 
 
 @nb.njit(**_NJIT)
@@ -489,6 +526,9 @@ def adapt_synapses(x, m, state, params, work):
     for w in range(m):
         c = work.winners[w]
         work.is_win[c] = True
+        if params.stim <= 0:
+            adapt_and_finish_column(c, x, state, params)
+            continue
         connected = 0
         for k in range(pot_ptr[c], pot_ptr[c + 1]):
             p = perm[k] + (inc if x[np.intp(state.pot_idx[k])] != 0 else neg_dec)
