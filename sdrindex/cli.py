@@ -29,8 +29,7 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize, load_mnist
     from sdrindex.plots import comparison_figure
-    from sdrindex.sp import sp_from_config, threshold_for
-    from sdrindex.sp import SpatialPooler
+    from sdrindex.sp import SpatialPooler, sp_from_config, threshold_for
 
     t0 = time.perf_counter()
     if args.threshold is None:
