@@ -40,7 +40,7 @@ USER sdrindex
 # (A 300-digit bundle through the pipeline, with the calibration and Ridge decoder, loaded
 # and warmed as a worker does it.)
 RUN python -c "import tempfile; from sdrindex.images import load_source; \
-from sdrindex.pipeline import build_bundle; from sdrindex.presets import sp_from_config; \
+from sdrindex.pipeline import build_bundle; from sdrindex.sp import sp_from_config; \
 from sdr_service.state import BundleService; from sdr_service.settings import Settings; \
 d = tempfile.mkdtemp() + '/b'; data = load_source(None, None, 300); \
 build_bundle(data.images, data.labels, sp=sp_from_config(None), threshold=128, \

@@ -32,8 +32,8 @@ import numpy as np
 
 from sdrindex.datasets import binarize, load_mnist
 from sdrindex.index import SDRIndex, _compile_nn_descent
-from sdrindex.presets import DEFAULT_PRESET, sp_from_config, threshold_for
 from sdrindex.sdr import add_noise
+from sdrindex.sp import DEFAULT_PRESET, sp_from_config, threshold_for
 
 
 def rss_mb() -> float:

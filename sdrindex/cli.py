@@ -30,8 +30,7 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import binarize, load_mnist
     from sdrindex.evaluate.plots import comparison_figure
-    from sdrindex.presets import sp_from_config, threshold_for
-    from sdrindex.sp import SpatialPooler
+    from sdrindex.sp import SpatialPooler, sp_from_config, threshold_for
 
     t0 = time.perf_counter()
     if args.threshold is None:
@@ -83,7 +82,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.images import load_source
     from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
-    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex.sp import sp_from_config, threshold_for
 
     if args.epochs < 1:
         raise ParameterError(f"--epochs must be >= 1, got {args.epochs}")

@@ -57,26 +57,13 @@ def training_rows(bundle: Any, n: int | None, seed: int = 0) -> NDArray[np.int64
     return np.sort(rng.choice(total, size=int(n), replace=False))
 
 
-def backprojection_weights(sp: Any, weighted: bool) -> NDArray[np.float32]:
-    """(n_columns, n_inputs) float32: connected synapses 0/1, or permanences."""
-    w = sp.permanences_ if weighted else sp.connected_matrix()
-    return np.ascontiguousarray(w, dtype=np.float32)
-
-
-def raw_backprojection(
-    sp: Any, packed: NDArray[np.uint8], weighted: bool, weights: NDArray | None = None
-) -> NDArray[np.float32]:
+def raw_backprojection(sp: Any, packed: NDArray[np.uint8], weighted: bool) -> NDArray[np.float32]:
     """Per-pixel sum over the active columns of connected synapses (or permanences).
 
-    The same numbers as ``sp.inverse_transform`` (its numba kernel, fed the packed rows
-    directly and the weights computed once).
+    ``sp.inverse_transform`` on the packed rows: its weights are kept by the SP until
+    learning changes them, so repeated calls cost only the kernel.
     """
-    from sdrindex._sp_kernels import back_project
-
-    if weights is None:
-        weights = backprojection_weights(sp, weighted)
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
-    return back_project(packed, int(sp.n_columns), weights)
+    return sp.inverse_transform(np.ascontiguousarray(packed, dtype=np.uint8), weighted=weighted)
 
 
 def max_normalise(raw: NDArray[np.float32]) -> NDArray[np.float32]:

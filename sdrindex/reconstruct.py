@@ -37,7 +37,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sdrindex.decoders import (
-    backprojection_weights,
     dense_sdrs,
     fit_backprojection,
     max_normalise,
@@ -210,7 +209,6 @@ class BackprojectionReconstructor(Reconstructor):
             raise ParameterError(f"rule must be one of {self.RULES}, got {rule!r}")
         self.weighted = bool(weighted)
         self.rule = rule
-        self.weights = backprojection_weights(bundle.sp, self.weighted)
         kind = "weighted" if self.weighted else "connected"
         if rule == "affine":
             dec = bundle.decoder or {}
@@ -232,11 +230,11 @@ class BackprojectionReconstructor(Reconstructor):
     def raw_map(self, sdrs: ArrayLike) -> NDArray[np.float32]:
         """The uncalibrated back-projection, (n, H, W) float32 (counts, or permanence sums)."""
         packed = validate(sdrs, self.n_bits, "SDRs")
-        raw = raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
+        raw = raw_backprojection(self.bundle.sp, packed, self.weighted)
         return raw.reshape((packed.shape[0], *self.image_shape))
 
     def _reconstruct(self, packed):
-        raw = raw_backprojection(self.bundle.sp, packed, self.weighted, self.weights)
+        raw = raw_backprojection(self.bundle.sp, packed, self.weighted)
         if self.rule == "max":
             return max_normalise(raw)
         if self.rule == "affine":

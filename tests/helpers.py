@@ -26,7 +26,7 @@ def build_small_bundle(
     """
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle
-    from sdrindex.presets import sp_from_config
+    from sdrindex.sp import sp_from_config
 
     out = Path(out)
     if (out / "current").exists():

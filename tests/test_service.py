@@ -578,7 +578,7 @@ def test_serve_builds_through_the_pipeline(small_bundle, tmp_path, monkeypatch):
     """The first start's build is `sdrindex build --decoder`'s: one build_bundle call."""
     from sdr_service import serve
     from sdrindex import images, pipeline
-    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex.sp import sp_from_config, threshold_for
 
     real_load = images.load_source
     monkeypatch.setattr(images, "load_source", lambda d, lab, n: real_load(d, lab, n or 50))

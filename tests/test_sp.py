@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from sdrindex import DataError, ParameterError, SDRIndexError, SpatialPooler
-from sdrindex import topology as T
 from sdrindex.datasets import binarize, load_mnist
 from sdrindex.sp import NUPIC_PARAM_NAMES
+from sdrindex.sp import topology as T
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -79,7 +79,7 @@ def state_of(sp: SpatialPooler) -> dict[str, Any]:
     """Every attribute of the estimator (parameters, learned state, private buffers), copied."""
     out = {}
     for key, value in vars(sp).items():
-        if key in ("_perm_dense", "_csr_cache", "_state_token"):  # caches, not state
+        if key == "_cache":  # derived data (parameters, plan), not state
             continue
         if isinstance(value, np.ndarray):
             out[key] = value.copy()
@@ -647,6 +647,60 @@ def test_transform_before_fit_raises():
         sp_1d().inverse_transform(np.zeros(32, np.uint8))
 
 
+def test_transform_popcount_and_scatter_paths_agree():
+    from sdrindex.sp._infer import PATH_BITS, PATH_CSR
+
+    for gi in (True, False):
+        sp = sp_2d(global_inhibition=gi, boost_strength=3.0).fit(X2[:30])
+        for boosted in (False, True):
+            bits = sp._infer(X2, boosted, path=PATH_BITS)
+            np.testing.assert_array_equal(bits, sp._infer(X2, boosted, path=PATH_CSR))
+            np.testing.assert_array_equal(bits, sp.transform(X2, packed=True, boosted=boosted))
+
+
+@pytest.mark.parametrize("global_inhibition", [True, False])
+def test_inference_plan_is_kept_until_learning_changes_the_state(global_inhibition):
+    kw = dict(global_inhibition=global_inhibition, boost_strength=3.0)
+    a = sp_2d(**kw).fit(X2[:20])
+    b = sp_2d(**kw).fit(X2[:20])
+    a.transform(X2)
+    plan = a._cache.plan
+    assert plan is not None
+    a.transform(X2[:1], packed=True)
+    assert a._cache.plan is plan  # not rebuilt per call
+    # learning (batch or one step) drops it; the next transform sees the new state
+    for sp in (a, b):
+        sp.partial_fit(X2[20:30])
+        for x in X2[30:35]:
+            sp.compute(x, learn=True)
+    assert a._cache.plan is None
+    np.testing.assert_array_equal(a.transform(X2), b.transform(X2))
+    np.testing.assert_array_equal(a.transform(X2, boosted=True), b.transform(X2, boosted=True))
+
+
+def test_set_params_after_fit_is_seen_by_the_next_call():
+    sp = sp_2d().fit(X2[:20])
+    sp.transform(X2)
+    sp.set_params(num_active_columns_per_inh_area=2)
+    assert (sp.transform(X2).sum(axis=1) == 2).all()
+    with pytest.raises(ParameterError, match="potential_pct"):
+        sp.set_params(potential_pct=2.0).transform(X2)
+
+
+def test_deep_copy_of_a_used_sp_behaves_the_same():
+    import copy
+
+    sp = sp_2d(global_inhibition=False, boost_strength=3.0).fit(X2[:20])
+    sp.transform(X2)
+    sp.compute(X2[20], learn=True)  # the caches now hold numba handles
+    twin = copy.deepcopy(sp)
+    for s in (sp, twin):
+        for x in X2[21:30]:
+            s.compute(x, learn=True)
+    assert_same(learned_attributes(sp), learned_attributes(twin))
+    np.testing.assert_array_equal(twin.transform(X2), sp.transform(X2))
+
+
 # ------------------------------------------------------------------------------ 7. back-projection
 
 
@@ -761,6 +815,48 @@ def test_inverse_transform_equals_forum_loop_on_learned_sp():
     np.testing.assert_array_equal(sp.inverse_transform(lists), back)
     weighted = sp.inverse_transform(sdrs, weighted=True)
     np.testing.assert_allclose(weighted, sdrs.astype(np.float64) @ sp.permanences_, rtol=1e-5)
+
+
+def _ordered_float32_sums(packed: np.ndarray, n_col: int, weights: np.ndarray) -> np.ndarray:
+    """Per sample, the weights of its active columns added in ascending column order in
+    float32 (the back-projection's summation order, so equal to the last bit)."""
+    dense = np.unpackbits(packed, axis=1, count=n_col)
+    out = np.zeros((len(packed), weights.shape[1]), np.float32)
+    for s, row in enumerate(dense):
+        for c in np.flatnonzero(row):
+            out[s] += weights[c]
+    return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_inverse_transform_accepts_packed_sdrs_bit_identically(weighted):
+    # reconstruct.py calls sp.inverse_transform(packed, weighted=...) on stored SDRs
+    sp = sp_2d(boost_strength=2.0).fit(X2[:20])
+    packed = sp.transform(X2, packed=True)
+    dense = sp.transform(X2)
+    got = sp.inverse_transform(packed, weighted=weighted)
+    assert got.dtype == np.float32 and got.shape == (len(X2), sp.n_inputs)
+    np.testing.assert_array_equal(got, sp.inverse_transform(dense, weighted=weighted))
+    weights = sp.permanences_ if weighted else sp.connected_matrix().astype(np.float32)
+    expected = _ordered_float32_sums(packed, sp.n_columns, weights)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    # one packed row (1-D) gives one map; batches below and above the serial cut agree
+    np.testing.assert_array_equal(sp.inverse_transform(packed[3], weighted=weighted), got[3])
+    for n in (1, 5, 40):
+        np.testing.assert_array_equal(sp.inverse_transform(packed[:n], weighted=weighted), got[:n])
+
+
+def test_inverse_transform_follows_learning():
+    # the weights are kept between calls, and dropped when learning changes the permanences
+    sp = sp_2d(boost_strength=2.0).fit(X2[:20])
+    sdrs = sp.transform(X2[:8], packed=True)
+    before = sp.inverse_transform(sdrs, weighted=True)
+    sp.partial_fit(X2[20:30])
+    after = sp.inverse_transform(sdrs, weighted=True)
+    np.testing.assert_allclose(
+        after, np.unpackbits(sdrs, axis=1, count=64) @ sp.permanences_, rtol=1e-5
+    )
+    assert not np.array_equal(before, after)
 
 
 # ------------------------------------------------------------------------------ 8. save / load

@@ -1,5 +1,5 @@
-"""Tests of sdrindex.topology (neighbourhoods, column -> input mapping) and of the numba
-neighbourhood kernel ``_sp_kernels.box_neighbors`` that must agree with it element for element.
+"""Tests of sdrindex.sp.topology (neighbourhoods, column -> input mapping) and of the numba
+neighbourhood kernel ``sp._kernels.box_neighbors`` that must agree with it element for element.
 
 Expected values are written out by hand or taken from NuPIC's own unit tests
 (``tests/unit/nupic/algorithms/spatial_pooler_unit_test.py``, ``testMapColumn``).
@@ -12,8 +12,8 @@ import itertools
 import numpy as np
 import pytest
 
-from sdrindex import _sp_kernels as K
-from sdrindex import topology as T
+from sdrindex.sp import _kernels as K
+from sdrindex.sp import topology as T
 
 # ------------------------------------------------------------------------ coordinates
 

@@ -83,7 +83,7 @@ def _fmt(v: Any) -> str:
 
 def _sp_params(base: Any, params: dict[str, Any]) -> dict[str, Any]:
     """The base preset (or config file) with ``params`` laid over it."""
-    from sdrindex.presets import PRESETS, sp_from_config
+    from sdrindex.sp import PRESETS, sp_from_config
 
     out = dict(PRESETS[str(base)]) if str(base) in PRESETS else sp_from_config(base).nupic_params()
     out.update(params)
@@ -127,8 +127,7 @@ def sweep(
     """
     from sdrindex.datasets import load_mnist
     from sdrindex.pipeline import build_bundle
-    from sdrindex.presets import DEFAULT_PRESET
-    from sdrindex.sp import SpatialPooler
+    from sdrindex.sp import DEFAULT_PRESET, SpatialPooler
 
     base = spec.get("base", DEFAULT_PRESET)
     ks = [int(k) for k in (spec.get("k") or [1, 5, 10])]

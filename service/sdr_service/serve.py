@@ -91,7 +91,7 @@ def build_default_bundle(out: Path) -> None:
     """
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle, stderr_progress
-    from sdrindex.presets import sp_from_config, threshold_for
+    from sdrindex.sp import sp_from_config, threshold_for
 
     data = load_source(None, None, None)
     bundle = build_bundle(

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from sdrindex.errors import ParameterError
-from sdrindex.sp import SpatialPooler
+
+from .estimator import SpatialPooler
 
 PRESETS: dict[str, dict[str, Any]] = {
     "forum-global": {

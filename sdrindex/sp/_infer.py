@@ -1,0 +1,170 @@
+"""The Spatial Pooler's inference and back-projection as numba kernels.
+
+Inference reads an :class:`~._structs.InferModel` (the plan built once per learned state)
+and never changes the state. Small batches run on the calling thread (:func:`infer_rows`,
+no thread-pool wake-up: on a shared machine that costs milliseconds); larger ones in
+parallel chunks (:func:`infer_batch`).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ._kernels import inhibit_global, inhibit_global_counts, inhibit_local, overlaps_from_bits
+
+_NJIT = {"cache": True, "nogil": True}
+
+#: Rows per parallel chunk (and the most rows :func:`infer_rows` is used for alone).
+CHUNK = 256
+
+#: ``path`` arguments: choose by the cost model, or force one overlap method.
+PATH_AUTO, PATH_BITS, PATH_CSR = 0, 1, 2
+
+
+@nb.njit(**_NJIT)
+def connected_csr(pot_ptr, pot_idx, perm, conn_thr, n_inputs):
+    """Input-major CSR of connected synapses: input i -> columns with perm >= threshold."""
+    n_cols = pot_ptr.shape[0] - 1
+    counts = np.zeros(n_inputs + 1, np.int64)
+    for c in range(n_cols):
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            if perm[k] >= conn_thr:
+                counts[pot_idx[k] + 1] += 1
+    for i in range(n_inputs):
+        counts[i + 1] += counts[i]
+    cols = np.empty(counts[n_inputs], np.int32)
+    fill = counts[:-1].copy()
+    for c in range(n_cols):
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = pot_idx[k]
+            if perm[k] >= conn_thr:
+                cols[fill[i]] = c
+                fill[i] += 1
+    return counts, cols
+
+
+@nb.njit(**_NJIT)
+def use_bits_path(X, model, path):
+    """Cost model: bits_cost < csr_cost_per_input x mean active inputs of the first rows.
+
+    Both paths give the same overlaps; this only picks the faster one for the batch.
+    """
+    if path != PATH_AUTO:
+        return path == PATH_BITS
+    n = min(X.shape[0], CHUNK)
+    if n == 0:
+        return False
+    total = 0
+    for t in range(n):
+        for i in range(X.shape[1]):
+            total += X[t, i] != 0
+    active_inputs = float(total) / n
+    return model.bits_cost < model.csr_cost_per_input * active_inputs
+
+
+@nb.njit(**_NJIT)
+def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
+    """NuPIC's ``compute(x, learn=False)`` on rows ``start:stop`` of ``X`` (no state change).
+
+    Overlaps by popcount over the columns' connected bits (``use_bits``) or by scattering
+    the active inputs' connected columns (input-major CSR), raw (NuPIC) or multiplied by
+    ``boost`` (htm.core, ``use_boost``); global or local inhibition; winners written as
+    packed bits into ``out_packed``.
+    """
+    n_in = X.shape[1]
+    n_cols = model.conn_bits.shape[1]
+    counts = np.zeros(n_cols, np.int32)
+    vals = np.empty(n_cols, np.float32)
+    hist = np.zeros(n_in + 2, np.int64)
+    winners = np.empty(n_cols, np.int64)
+    flag = np.zeros(n_cols, np.bool_)
+    xbits = np.zeros(model.conn_bits.shape[0], np.uint64)
+    acc = np.zeros(n_cols, np.uint64)
+    for t in range(start, stop):
+        x = X[t]
+        if use_bits:
+            xbits[:] = 0
+            for i in range(n_in):
+                if x[i] != 0:
+                    xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+            overlaps_from_bits(model.conn_bits, xbits, acc, counts)
+        else:
+            counts[:] = 0
+            for i in range(n_in):
+                if x[i] != 0:
+                    for k in range(model.cptr[i], model.cptr[i + 1]):
+                        counts[model.ccols[k]] += 1
+        if use_boost:
+            for c in range(n_cols):
+                vals[c] = boost[c] * np.float32(counts[c])
+            if model.global_mode:
+                m = inhibit_global(vals, model.num_active, model.stim, winners)
+            else:
+                m = inhibit_local(
+                    vals, model.density, model.stim, model.nb_ptr, model.nb_idx, winners, flag
+                )
+        elif model.global_mode:
+            m = inhibit_global_counts(counts, model.num_active, model.stim, hist, winners)
+        else:
+            m = inhibit_local(
+                counts, model.density, model.stim, model.nb_ptr, model.nb_idx, winners, flag
+            )
+        for w in range(m):
+            c = winners[w]
+            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
+
+
+@nb.njit(**_NJIT)
+def infer_small(X, handle, use_boost, path, out_packed):
+    """:func:`infer_rows` on every row of ``X`` on the calling thread (small batches);
+    ``handle`` is an :class:`~._structs.InferHandle` (model and boost factors)."""
+    model = handle.model
+    use_bits = use_bits_path(X, model, path)
+    infer_rows(X, 0, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
+
+
+@nb.njit(**_NJIT)
+def infer_chunk(X, ch, handle, use_boost, use_bits, out_packed):
+    """:func:`infer_rows` on chunk ``ch`` (rows ch*CHUNK onwards) of ``X``."""
+    start = ch * CHUNK
+    stop = min(X.shape[0], start + CHUNK)
+    infer_rows(X, start, stop, handle.model, handle.boost, use_boost, use_bits, out_packed)
+
+
+@nb.njit(parallel=True, **_NJIT)
+def infer_batch(X, handle, use_boost, path, out_packed):
+    """:func:`infer_rows` over chunks of ``CHUNK`` rows of ``X`` in parallel."""
+    # (the parallel loop only sees the handle: numba's parfor lowering fails on a named
+    # tuple captured in its body)
+    use_bits = use_bits_path(X, handle.model, path)
+    for ch in nb.prange((X.shape[0] + CHUNK - 1) // CHUNK):
+        infer_chunk(X, ch, handle, use_boost, use_bits, out_packed)
+
+
+@nb.njit(parallel=True, **_NJIT)
+def back_project(packed, n_cols, weights):
+    """out[s, i] = sum over active columns c of sample s of weights[c, i]."""
+    n = packed.shape[0]
+    n_in = weights.shape[1]
+    out = np.zeros((n, n_in), np.float32)
+    for s in nb.prange(n):
+        for c in range(n_cols):
+            if packed[s, c >> 3] & (0x80 >> (c & 7)):
+                for i in range(n_in):
+                    out[s, i] += weights[c, i]
+    return out
+
+
+@nb.njit(**_NJIT)
+def back_project_serial(packed, n_cols, weights):
+    """:func:`back_project` on the calling thread (small batches: no thread-pool wake-up)."""
+    n = packed.shape[0]
+    n_in = weights.shape[1]
+    out = np.zeros((n, n_in), np.float32)
+    for s in range(n):
+        for c in range(n_cols):
+            if packed[s, c >> 3] & (0x80 >> (c & 7)):
+                for i in range(n_in):
+                    out[s, i] += weights[c, i]
+    return out

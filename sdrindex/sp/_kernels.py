@@ -1,0 +1,699 @@
+"""The Spatial Pooler's learning as numba kernels, one per phase of NuPIC's ``compute``.
+
+Every kernel reproduces one step of NuPIC's Python ``SpatialPooler`` (algorithm version 3)
+with its float32 arithmetic: constants are rounded to float32 before they meet float32
+state, exactly as numpy does when a Python float meets a float32 array. The names of the
+NuPIC methods each kernel mirrors are given in its docstring. The kernels take the typed
+structures of :mod:`._structs` (layouts documented there); inference is in :mod:`._infer`.
+
+One learning step (:func:`learn_step`) runs the phases in NuPIC's order:
+:func:`calculate_overlap`, :func:`inhibit_columns`, :func:`adapt_synapses`,
+:func:`update_duty_cycles`, :func:`bump_up_weak_columns`, :func:`update_boost_factors`,
+and every ``update_period`` steps :func:`update_inhibition_radius` and
+:func:`update_min_duty_cycles`.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from sdrindex.sdr import popcount64
+
+from ._structs import Neighbours, Work
+
+_NJIT = {"cache": True, "nogil": True}
+# The boost update enters object mode (numpy's exp) and so holds the GIL, as must its callers.
+_NJIT_GIL = {"cache": True}
+
+
+@nb.njit(**_NJIT)
+def box_neighbors(center, radius, dims, wrap, out):
+    """Fill ``out`` with the flat indices within ``radius`` of ``center``; return the count.
+
+    Row-major order over the (clipped or wrapped) hyper-cube, as NuPIC's topology module.
+    """
+    nd = dims.shape[0]
+    lo = np.empty(nd, np.int64)
+    length = np.empty(nd, np.int64)
+    rem = center
+    for d in range(nd - 1, -1, -1):
+        p = rem % dims[d]
+        rem //= dims[d]
+        if wrap:
+            left = p - radius
+            right = min(p + radius, left + dims[d] - 1)
+        else:
+            left = max(0, p - radius)
+            right = min(dims[d] - 1, p + radius)
+        lo[d] = left
+        length[d] = right - left + 1
+    total = 1
+    for d in range(nd):
+        total *= length[d]
+    off = np.zeros(nd, np.int64)
+    for n in range(total):
+        flat = 0
+        for d in range(nd):
+            v = lo[d] + off[d]
+            if wrap:
+                v = v % dims[d]
+            flat = flat * dims[d] + v
+        out[n] = flat
+        d = nd - 1
+        while d >= 0:
+            off[d] += 1
+            if off[d] < length[d]:
+                break
+            off[d] = 0
+            d -= 1
+    return total
+
+
+@nb.njit(**_NJIT)
+def neighbor_table(radius, dims, wrap):
+    """CSR (ptr, idx) of every column's neighbourhood, in ``box_neighbors`` order."""
+    n = 1
+    for d in range(dims.shape[0]):
+        n *= dims[d]
+    side = 1
+    for d in range(dims.shape[0]):
+        side *= min(dims[d], 2 * radius + 1)
+    buf = np.empty(side, np.int64)
+    ptr = np.zeros(n + 1, np.int64)
+    idx = np.empty(n * side, np.int32)
+    for c in range(n):
+        cnt = box_neighbors(c, radius, dims, wrap, buf)
+        for j in range(cnt):
+            idx[ptr[c] + j] = buf[j]
+        ptr[c + 1] = ptr[c] + cnt
+    return ptr, idx[: ptr[n]]
+
+
+@nb.njit(**_NJIT)
+def overlaps_from_bits(conn_bits, xbits, acc, ov):
+    """ov[c] = sum over words w of popcount(conn_bits[w, c] & xbits[w])."""
+    acc[:] = 0
+    n_cols = acc.shape[0]
+    for w in range(xbits.shape[0]):
+        xw = xbits[w]
+        if xw == 0:
+            continue
+        row = conn_bits[w]
+        for c in range(n_cols):
+            acc[c] += popcount64(row[c] & xw)
+    for c in range(n_cols):
+        ov[c] = np.int32(acc[c])
+
+
+@nb.njit(**_NJIT)
+def pairwise_sum_f32(a, n):
+    """numpy's float32 pairwise summation of ``a[:n]`` (same grouping, same rounding)."""
+    if n < 8:
+        s = np.float32(-0.0)
+        for i in range(n):
+            s = s + a[i]
+        return s
+    if n <= 128:
+        r0 = a[0]
+        r1 = a[1]
+        r2 = a[2]
+        r3 = a[3]
+        r4 = a[4]
+        r5 = a[5]
+        r6 = a[6]
+        r7 = a[7]
+        i = 8
+        while i < n - (n % 8):
+            r0 = r0 + a[i + 0]
+            r1 = r1 + a[i + 1]
+            r2 = r2 + a[i + 2]
+            r3 = r3 + a[i + 3]
+            r4 = r4 + a[i + 4]
+            r5 = r5 + a[i + 5]
+            r6 = r6 + a[i + 6]
+            r7 = r7 + a[i + 7]
+            i += 8
+        s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            s = s + a[i]
+            i += 1
+        return s
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum_f32(a, n2) + pairwise_sum_f32(a[n2:], n - n2)
+
+
+@nb.njit(**_NJIT)
+def inhibition_density(local_area_density, num_active_per_area, radius, ndim, n_columns):
+    """density = localAreaDensity if > 0 else min(nActive / min(C, (2r+1)^D), 0.5)."""
+    if local_area_density > 0:
+        return local_area_density
+    area = 1
+    for _ in range(ndim):
+        area *= 2 * radius + 1
+    area = min(n_columns, area)
+    density = float(num_active_per_area) / area
+    return min(density, 0.5)
+
+
+@nb.njit(**_NJIT)
+def num_active_global(density, n_columns):
+    """int(density * C), robust to the product landing a hair below an integer.
+
+    NuPIC floors ``(k / C) * C`` directly, which gives k - 1 for some C (49 columns and
+    k = 1 give 0.9999999999999999, so no column at all); the 1e-9 keeps exactly k.
+    """
+    return int(density * n_columns + 1e-9)
+
+
+@nb.njit(**_NJIT)
+def kth_largest_key(keys, n, k, hist):
+    """The k-th largest of ``keys[:n]`` (uint32) by a three-pass radix select (11/11/10 bits).
+
+    Non-negative float32 values order like their bit patterns, so this selects floats too,
+    in O(n) whatever the number of ties (quickselect degrades on many equal values).
+    """
+    prefix = np.uint32(0)
+    pmask = np.uint32(0)
+    remaining = k
+    for level in range(3):
+        shift = 21 if level == 0 else (10 if level == 1 else 0)
+        width = np.uint32(0x7FF if level < 2 else 0x3FF)
+        hist[:2048] = 0
+        for j in range(n):
+            key = keys[j]
+            if (key & pmask) == prefix:
+                hist[(key >> np.uint32(shift)) & width] += 1
+        b = np.int64(width)
+        cum = 0
+        while cum + hist[b] < remaining:
+            cum += hist[b]
+            b -= 1
+        remaining -= cum
+        prefix |= np.uint32(b) << np.uint32(shift)
+        pmask |= width << np.uint32(shift)
+    return prefix
+
+
+@nb.njit(**_NJIT)
+def inhibit_global(vals, num_active, stim, out):
+    """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
+
+    Writes the winners ascending into ``out``; returns their count (NuPIC's
+    ``_inhibitColumnsGlobal``, whose stable argsort puts tied higher indices on top).
+    Selecting among the columns >= stim first gives the same set: if more than
+    ``num_active`` columns pass the threshold the top ones all do, else all of them win.
+    """
+    n = vals.shape[0]
+    k = min(num_active, n)
+    if k <= 0:
+        return 0
+    cand = np.empty(n, np.int64)
+    nc = 0
+    lowest = vals[0]
+    for c in range(n):
+        v = vals[c]
+        if v < lowest:
+            lowest = v
+        if v >= stim:
+            cand[nc] = c
+            nc += 1
+    if nc <= k:
+        out[:nc] = cand[:nc]
+        return nc
+    if lowest >= 0:
+        keys = np.empty(nc, np.uint32)
+        bits = vals.view(np.uint32)
+        for j in range(nc):
+            keys[j] = bits[cand[j]]
+        hist = np.empty(2048, np.int64)
+        t_key = kth_largest_key(keys, nc, k, hist)
+        t = np.empty(1, np.uint32)
+        t[0] = t_key
+        t = t.view(vals.dtype)[0]
+    else:
+        sub = np.empty(nc, vals.dtype)
+        for j in range(nc):
+            sub[j] = vals[cand[j]]
+        t = np.partition(sub, nc - k)[nc - k]
+    greater = 0
+    for j in range(nc):
+        if vals[cand[j]] > t:
+            greater += 1
+    ties = k - greater
+    m = 0
+    for j in range(nc - 1, -1, -1):
+        c = cand[j]
+        v = vals[c]
+        if v > t or (v == t and ties > 0):
+            if v == t:
+                ties -= 1
+            out[m] = c
+            m += 1
+    out[:m] = out[:m][::-1].copy()
+    return m
+
+
+@nb.njit(**_NJIT)
+def inhibit_global_counts(counts, num_active, stim, hist, out):
+    """``inhibit_global`` for integer overlaps by counting: O(C + max overlap)."""
+    n = counts.shape[0]
+    k = min(num_active, n)
+    if k <= 0:
+        return 0
+    top = 0
+    for c in range(n):
+        if counts[c] > top:
+            top = counts[c]
+    hist[: top + 1] = 0
+    for c in range(n):
+        hist[counts[c]] += 1
+    above = 0
+    t = top
+    while t > 0 and above + hist[t] < k:
+        above += hist[t]
+        t -= 1
+    ties = k - above
+    m = 0
+    for c in range(n - 1, -1, -1):
+        v = counts[c]
+        take = False
+        if v > t:
+            take = True
+        elif v == t and ties > 0:
+            ties -= 1
+            take = True
+        if take and v >= stim:
+            out[m] = c
+            m += 1
+    out[:m] = out[:m][::-1].copy()
+    return m
+
+
+@nb.njit(**_NJIT)
+def inhibit_local(vals, density, stim, nb_ptr, nb_idx, out, flag):
+    """NuPIC's ``_inhibitColumnsLocal``: scan columns in index order; column c wins when
+    #(neighbours with a larger value) + #(tied neighbours already chosen)
+    < int(0.5 + density * neighbourhood size). Returns the count written to ``out``."""
+    n = vals.shape[0]
+    flag[:n] = False
+    m = 0
+    for c in range(n):
+        v = vals[c]
+        if v >= stim:
+            a = nb_ptr[c]
+            cnt = nb_ptr[c + 1] - a
+            bigger = 0
+            lost = 0
+            for j in range(a, a + cnt):
+                u = vals[nb_idx[j]]
+                if u > v:
+                    bigger += 1
+                elif u == v and flag[nb_idx[j]]:
+                    lost += 1
+            if bigger + lost < int(0.5 + density * cnt):
+                flag[c] = True
+                out[m] = c
+                m += 1
+    return m
+
+
+# ------------------------------------------------------------------ synapse updates
+
+
+@nb.njit(**_NJIT)
+def raise_to_threshold(c, state, params, connected):
+    """NuPIC's ``_raisePermanenceToThreshold`` after its clip: while fewer than ``stim``
+    permanences exceed the connected threshold, add syn_perm_connected / 10 to the pool."""
+    perm = state.perm
+    stim = params.stim
+    below_inc = params.below_inc
+    a = state.pot_ptr[c]
+    b = state.pot_ptr[c + 1]
+    if b - a < stim or below_inc <= 0:
+        return  # unreachable threshold: callers validate this; never loop forever
+    while connected < stim:
+        connected = 0
+        for k in range(a, b):
+            p = perm[k] + below_inc
+            perm[k] = p
+            connected += p > params.conn_thr
+
+
+@nb.njit(**_NJIT)
+def finish_column(c, state, params):
+    """Trim below syn_perm_active_inc / 2, clip to [0, 1], and refresh the connected bits.
+
+    The connected bits of each 64-input word are gathered in a register (the pool is
+    ascending), so every word of the column is written once.
+    """
+    perm = state.perm
+    pot_idx = state.pot_idx
+    conn_thr = params.conn_thr
+    trim = params.trim
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    k = state.pot_ptr[c]
+    b = state.pot_ptr[c + 1]
+    for w in range(state.conn_bits.shape[0]):
+        word = np.uint64(0)
+        end = (w + 1) << 6
+        while k < b and pot_idx[k] < end:
+            p = perm[k]
+            p = zero if p < trim else p
+            p = min(max(p, zero), one)
+            perm[k] = p
+            word |= np.uint64(p >= conn_thr) << np.uint64(pot_idx[k] & 63)
+            k += 1
+        state.conn_bits[w, c] = word
+
+
+@nb.njit(**_NJIT)
+def adapt_and_finish_column(c, x, state, params):
+    """``adapt_synapses`` and ``finish_column`` of one winner in a single pass, for
+    stimulus_threshold <= 0 (the raise to threshold between them cannot trigger):
+    p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed."""
+    perm = state.perm
+    pot_idx = state.pot_idx
+    inc = params.inc
+    neg_dec = -params.dec
+    conn_thr = params.conn_thr
+    trim = params.trim
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    k = state.pot_ptr[c]
+    b = state.pot_ptr[c + 1]
+    for w in range(state.conn_bits.shape[0]):
+        word = np.uint64(0)
+        end = (w + 1) << 6
+        while k < b and pot_idx[k] < end:
+            i = np.intp(pot_idx[k])
+            p = perm[k] + (inc if x[i] != 0 else neg_dec)
+            p = min(max(p, zero), one)
+            p = zero if p < trim else p
+            perm[k] = p
+            word |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
+            k += 1
+        state.conn_bits[w, c] = word
+
+
+@nb.njit(**_NJIT)
+def update_column(c, state, params, raise_perm):
+    """NuPIC's ``_updatePermanencesForColumn``: optionally clip and raise to the stimulus
+    threshold, then trim, clip and refresh the connected bits."""
+    if raise_perm:
+        perm = state.perm
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        connected = 0
+        for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
+            p = min(max(perm[k], zero), one)
+            perm[k] = p
+            connected += p > params.conn_thr
+        raise_to_threshold(c, state, params, connected)
+    finish_column(c, state, params)
+
+
+@nb.njit(**_NJIT)
+def update_columns(state, params, raise_perm):
+    """``update_column`` on every column in order (a freshly set state)."""
+    for c in range(state.pot_ptr.shape[0] - 1):
+        update_column(c, state, params, raise_perm)
+
+
+@nb.njit(**_NJIT)
+def inhibition_radius_local(state, params):
+    """NuPIC's ``_updateInhibitionRadius`` (local): mean connected span x columns per input."""
+    pot_ptr = state.pot_ptr
+    in_coords = params.in_coords
+    in_dims = params.in_dims
+    n_cols = pot_ptr.shape[0] - 1
+    nd = in_dims.shape[0]
+    mn = np.empty(nd, np.int64)
+    mx = np.empty(nd, np.int64)
+    total = 0.0
+    for c in range(n_cols):
+        any_conn = False
+        for d in range(nd):
+            mn[d] = 1 << 62
+            mx[d] = -1
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            i = state.pot_idx[k]
+            if state.perm[k] >= params.conn_thr:
+                any_conn = True
+                for d in range(nd):
+                    v = in_coords[i, d]
+                    if v < mn[d]:
+                        mn[d] = v
+                    if v > mx[d]:
+                        mx[d] = v
+        if any_conn:
+            span = 0.0
+            for d in range(nd):
+                span += mx[d] - mn[d] + 1
+            total += span / nd
+    avg_span = total / n_cols
+    cpi = 0.0
+    for d in range(nd):
+        cpi += np.float64(np.float32(params.col_dims[d])) / in_dims[d]
+    cpi /= nd
+    radius = (avg_span * cpi - 1.0) / 2.0
+    radius = max(1.0, radius)
+    return int(radius + 0.5)
+
+
+# ------------------------------------------------------------------ one learning step
+
+
+@nb.njit(**_NJIT)
+def new_work(n_words, n_cols):
+    """Scratch buffers for learning steps on ``n_cols`` columns and ``n_words`` input words."""
+    return Work(
+        np.zeros(n_words, np.uint64),
+        np.zeros(n_cols, np.uint64),
+        np.zeros(n_cols, np.int32),
+        np.zeros(n_cols, np.float32),
+        np.zeros(n_cols, np.int64),
+        np.zeros(n_cols, np.bool_),
+        np.zeros(n_cols, np.bool_),
+        np.zeros(n_cols, np.float32),
+    )
+
+
+@nb.njit(**_NJIT)
+def neighbours_for(nbr, radius, params):
+    """``nbr`` if it is the table for ``radius`` (or inhibition is global), else a new one."""
+    if params.global_inhibition or nbr.radius == radius:
+        return nbr
+    ptr, idx = neighbor_table(radius, params.col_dims, params.wrap_around)
+    return Neighbours(radius, ptr, idx)
+
+
+@nb.njit(**_NJIT)
+def calculate_overlap(x, conn_bits, work):
+    """NuPIC's ``_calculateOverlap``: ov[c] = |connected(c) AND x| for a 0/1 row ``x``."""
+    xbits = work.xbits
+    xbits[:] = 0
+    for i in range(x.shape[0]):
+        if x[i] != 0:
+            xbits[i >> 6] |= np.uint64(1) << np.uint64(i & 63)
+    overlaps_from_bits(conn_bits, xbits, work.acc, work.ov)
+
+
+@nb.njit(**_NJIT)
+def inhibit_columns(vals, density, radius, params, nbr, work):
+    """NuPIC's ``_inhibitColumns`` on boosted overlaps ``vals``; winners (ascending) go to
+    ``work.winners``, their count is returned."""
+    n_cols = vals.shape[0]
+    if params.global_inhibition or radius > params.max_col_dim:
+        k = num_active_global(density, n_cols)
+        return inhibit_global(vals, k, params.stim, work.winners)
+    return inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
+
+
+@nb.njit(**_NJIT)
+def adapt_synapses(x, m, state, params, work):
+    """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
+    clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``."""
+    perm = state.perm
+    pot_ptr = state.pot_ptr
+    inc = params.inc
+    neg_dec = -params.dec
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    work.is_win[:] = False
+    for w in range(m):
+        c = work.winners[w]
+        work.is_win[c] = True
+        if params.stim <= 0:
+            adapt_and_finish_column(c, x, state, params)
+            continue
+        connected = 0
+        for k in range(pot_ptr[c], pot_ptr[c + 1]):
+            p = perm[k] + (inc if x[np.intp(state.pot_idx[k])] != 0 else neg_dec)
+            p = min(max(p, zero), one)
+            perm[k] = p
+            connected += p > params.conn_thr
+        raise_to_threshold(c, state, params, connected)
+        finish_column(c, state, params)
+
+
+@nb.njit(**_NJIT)
+def update_duty_cycles(it, state, params, work):
+    """NuPIC's ``_updateDutyCycles``: d = (d * (T - 1) + new) / T, T = min(period, it)."""
+    odc = state.overlap_duty
+    adc = state.active_duty
+    ov = work.ov
+    is_win = work.is_win
+    period = min(params.duty_cycle_period, it)
+    pm1 = np.float32(period - 1.0)
+    pf = np.float32(period)
+    for c in range(odc.shape[0]):
+        odc[c] = (odc[c] * pm1 + np.float32(ov[c] > 0)) / pf
+        adc[c] = (adc[c] * pm1 + np.float32(is_win[c])) / pf
+
+
+@nb.njit(**_NJIT)
+def bump_up_weak_columns(state, params):
+    """NuPIC's ``_bumpUpWeakColumns``: a column whose overlap duty cycle is below its
+    minimum gets syn_perm_connected / 10 added to its whole pool."""
+    for c in range(state.overlap_duty.shape[0]):
+        if state.overlap_duty[c] < state.min_overlap_duty[c]:
+            for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
+                state.perm[k] = state.perm[k] + params.below_inc
+            update_column(c, state, params, False)
+
+
+@nb.njit(**_NJIT_GIL)
+def update_boost_factors(radius, state, params, nbr, work):
+    """NuPIC's ``_updateBoostFactors``: b = exp((target density - active duty) * strength),
+    the target being the density (global) or the neighbourhood's mean active duty cycle."""
+    adc = state.active_duty
+    vals = work.vals
+    n_cols = adc.shape[0]
+    strength = params.boost_strength
+    if params.global_inhibition:
+        nd = params.col_dims.shape[0]
+        density = inhibition_density(
+            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+        )
+        target = np.float32(density)
+        for c in range(n_cols):
+            vals[c] = (target - adc[c]) * strength
+    else:
+        gather = work.gather
+        for c in range(n_cols):
+            a = nbr.ptr[c]
+            cnt = nbr.ptr[c + 1] - a
+            for j in range(cnt):
+                gather[j] = adc[nbr.idx[a + j]]
+            mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
+            vals[c] = (mean - adc[c]) * strength
+    boost = state.boost
+    # numpy's own float32 exp: libm's expf differs from it in the last bit for ~40% of
+    # inputs, enough to flip boosted-overlap ties against NuPIC's runs.
+    with nb.objmode():
+        np.exp(vals, out=boost)
+
+
+@nb.njit(**_NJIT)
+def update_inhibition_radius(state, params):
+    """NuPIC's ``_updateInhibitionRadius``: the largest column dimension (global), else the
+    mean connected span scaled to columns; stored in ``state.counters[2]``."""
+    if params.global_inhibition:
+        state.counters[2] = params.max_col_dim
+    else:
+        state.counters[2] = inhibition_radius_local(state, params)
+    return state.counters[2]
+
+
+@nb.njit(**_NJIT)
+def update_min_duty_cycles(radius, n_inputs, state, params, nbr, work):
+    """NuPIC's ``_updateMinDutyCycles``: min_pct x the largest overlap duty cycle over the
+    region (global, or a radius beyond the input count) or over each neighbourhood."""
+    odc = state.overlap_duty
+    min_odc = state.min_overlap_duty
+    n_cols = odc.shape[0]
+    if params.global_inhibition or radius > n_inputs:
+        top = odc[0]
+        for c in range(1, n_cols):
+            if odc[c] > top:
+                top = odc[c]
+        v = np.float32(params.min_pct) * top
+        for c in range(n_cols):
+            min_odc[c] = v
+    else:
+        vals = work.vals
+        for c in range(n_cols):
+            a = nbr.ptr[c]
+            top = odc[nbr.idx[a]]
+            for j in range(a + 1, nbr.ptr[c + 1]):
+                if odc[nbr.idx[j]] > top:
+                    top = odc[nbr.idx[j]]
+            vals[c] = top * np.float32(params.min_pct)
+        for c in range(n_cols):
+            min_odc[c] = vals[c]
+
+
+@nb.njit(**_NJIT_GIL)
+def learn_step(x, state, params, nbr, work):
+    """NuPIC's ``compute(x, learn=True)`` on one 0/1 row ``x`` (I,).
+
+    Returns the number of winners (ascending in ``work.winners[:m]``, raw overlaps in
+    ``work.ov``) and the neighbour table for the radius the step ended with.
+    """
+    counters = state.counters
+    counters[0] += 1
+    counters[1] += 1
+    it = counters[0]
+    radius = counters[2]
+    nbr = neighbours_for(nbr, radius, params)
+    calculate_overlap(x, state.conn_bits, work)
+    vals = work.vals
+    for c in range(vals.shape[0]):
+        vals[c] = state.boost[c] * np.float32(work.ov[c])
+    nd = params.col_dims.shape[0]
+    n_cols = vals.shape[0]
+    density = inhibition_density(
+        params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+    )
+    m = inhibit_columns(vals, density, radius, params, nbr, work)
+    adapt_synapses(x, m, state, params, work)
+    update_duty_cycles(it, state, params, work)
+    bump_up_weak_columns(state, params)
+    update_boost_factors(radius, state, params, nbr, work)
+    if it % params.update_period == 0:
+        radius = update_inhibition_radius(state, params)
+        nbr = neighbours_for(nbr, radius, params)
+        update_min_duty_cycles(radius, x.shape[0], state, params, nbr, work)
+    return m, nbr
+
+
+@nb.njit(**_NJIT_GIL)
+def learn_one(x, learner):
+    """:func:`learn_step` through a :class:`~._structs.Learner` handle (cheap to call from
+    Python); the handle keeps the neighbour table. Returns the number of winners."""
+    m, nbr = learn_step(x, learner.state, learner.params, learner.nbr, learner.work)
+    learner.nbr = nbr
+    return m
+
+
+@nb.njit(**_NJIT_GIL)
+def learn_steps(X, state, params, nbr, out_packed, out_overlaps):
+    """:func:`learn_step` on every row of ``X`` (n, I) in order.
+
+    Writes each step's active columns as packed bits into ``out_packed`` (n, ceil(C/8))
+    and, when ``out_overlaps`` has n rows, the raw overlaps (n, C) int32. Returns the
+    neighbour table for the final radius.
+    """
+    work = new_work(state.conn_bits.shape[0], state.boost.shape[0])
+    record_ov = out_overlaps.shape[0] == X.shape[0]
+    for t in range(X.shape[0]):
+        m, nbr = learn_step(X[t], state, params, nbr, work)
+        if record_ov:
+            out_overlaps[t, :] = work.ov
+        for w in range(m):
+            c = work.winners[w]
+            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
+    return nbr
