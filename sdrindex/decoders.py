@@ -102,7 +102,7 @@ def _gram_rows(cols, out, i0, i1):
             out[i, j] = _and_count(cols[i], cj)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _gram_upper(cols, out, block):
     """out[i, j] = |col i AND col j| for j >= i; blocks k and last-k pair up to even the work."""
     n = cols.shape[0]
@@ -114,7 +114,7 @@ def _gram_upper(cols, out, block):
             _gram_rows(cols, out, k2 * block, min(n, (k2 + 1) * block))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _scatter_rows(packed, values, part):
     """part[c, i] = sum of values[r] over the rows r of chunk c with bit i set."""
     n = packed.shape[0]
@@ -134,7 +134,7 @@ def _scatter_rows(packed, values, part):
                             row[p] += v[p]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _centred_upper(counts, col_counts, n, ridge, out):
     """out[i, j] = counts[i, j] - c_i c_j / n (+ ridge if i == j) for j >= i; 0 below."""
     for i in numba.prange(counts.shape[0]):
@@ -146,7 +146,7 @@ def _centred_upper(counts, col_counts, n, ridge, out):
         out[i, i] += ridge
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _softmax_grad(indptr, indices, W, b, y, grad_w, grad_b, n_chunks):
     """loss = sum_r CE(softmax(x_r W + b), y_r); grad_w = X^T (P - T); grad_b = sum_r (P - T)_r.
 

@@ -112,3 +112,48 @@ def test_logistic_needs_labels():
     bundle.table.labels = None
     with pytest.raises(Exception, match="no labels"):
         fit_logistic(bundle)
+
+
+def test_pipeline_fits_decoders_while_the_graph_index_builds():
+    import numba
+
+    from sdrindex.datasets import load_mnist
+    from sdrindex.decoders import train_decoders
+    from sdrindex.pipeline import StageEvent, build_bundle
+    from sdrindex.sp import SpatialPooler
+
+    images, labels = load_mnist("train")
+    images, labels = images[:300], labels[:300].astype(np.int64)
+    params = {
+        "inputDimensions": [28, 28],
+        "columnDimensions": [16, 16],
+        "potentialRadius": 5,
+        "potentialPct": 0.5,
+        "globalInhibition": True,
+        "localAreaDensity": 0.05,
+        "synPermConnected": 0.2,
+        "seed": 5,
+    }
+    events: list[StageEvent] = []
+    bundle = build_bundle(
+        images,
+        labels,
+        sp=SpatialPooler.from_nupic_params(params),
+        threshold=128,
+        backend="nndescent",
+        decoders="default",
+        progress=events.append,
+    )
+    starts = [e for e in events if e.state == "start"]
+    assert [e.stage for e in starts][-2:] == ["index", "decoders"]
+    overlapped = "while the index built" in starts[-1].detail
+    try:
+        safe = numba.threading_layer() in ("omp", "tbb")
+    except ValueError:
+        safe = False
+    assert overlapped == safe
+    # the same arrays as the decoder stage run on its own, after the index
+    alone = train_decoders(bundle, ("calibration", "ridge", "logistic"))
+    assert set(alone) == set(bundle.decoder)
+    for key, value in alone.items():
+        np.testing.assert_allclose(bundle.decoder[key], value, rtol=1e-5, atol=1e-6)
