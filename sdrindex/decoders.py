@@ -500,7 +500,9 @@ def _logistic_lbfgs(
     from sdrindex.sdr import to_csr
 
     n, lam = gram.n_rows, 1.0 / float(C)
-    low = np.tril(cho_factor(gram.centred(2.0 * lam).T, lower=True, overwrite_a=True)[0])
+    # L in Fortran order (the factor of the transposed upper triangle, in place): LAPACK
+    # reads it as it is, where a C-order copy would be converted at every solve
+    low = cho_factor(gram.centred(2.0 * lam).T, lower=True, overwrite_a=True, check_finite=False)[0]
     indptr, indices = to_csr(packed, n_bits)
     mu = gram.col_counts / float(n)
     sw, sb = np.sqrt(2.0), np.sqrt(2.0 / n)
