@@ -8,6 +8,10 @@ them on demand when a bundle lacks them (without touching the bundle).
 - :func:`fit_backprojection`: the per-pixel affine calibration of the back-projection;
 - :func:`train_decoder`: Ridge (closed form) or MLP decoder SDR -> image;
 - :func:`fit_logistic`: the multinomial logistic readout SDR -> label.
+
+Ridge and the logistic readout never build the dense (n, n_bits) design matrix: both work
+from :func:`sdr_gram`, X^T X counted from the active bits (one Gram, shared by the two in
+:func:`train_decoders`), and the logistic gradient is a pass over the active bits.
 """
 
 from __future__ import annotations
