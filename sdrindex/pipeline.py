@@ -6,18 +6,23 @@ stage is timed and reported through one callback (:class:`Progress`), so a termi
 or a test sees the same events.
 
 The graph index's compiler starts before the SP learns (``SDRIndex.prepare_fit``: on the
-other core, in a worker process), which is why the stages are not simply chained calls.
+other core, in a worker process), and the decoders fit on a thread while the graph index
+builds, which is why the stages are not simply chained calls.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -113,6 +118,32 @@ def _step_log(progress: Progress | None) -> Callable[[str, float], None]:
             progress(StageEvent(f"decoders: {step}", "done", seconds))
 
     return log
+
+
+def _start_decoders(
+    sp: SpatialPooler, table: TrainingTable, kinds: tuple[str, ...], progress: Progress | None
+) -> concurrent.futures.Future[dict[str, NDArray]] | None:
+    """train_decoders on a daemon thread, or None when there is nothing to fit or numba's
+    threading layer is not safe for two threads launching parallel kernels (workqueue)."""
+    if not kinds:
+        return None
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: the layer is unknown
+        return None
+    if layer not in ("omp", "tbb"):
+        return None
+    view = SimpleNamespace(sp=sp, table=table)  # what train_decoders reads of a bundle
+    future: concurrent.futures.Future[dict[str, NDArray]] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(train_decoders(view, kinds, log=_step_log(progress)))
+        except BaseException as exc:  # handed to the caller by future.result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="sdrindex-decoders", daemon=True).start()
+    return future
 
 
 def _decoder_kinds(decoders: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -214,8 +245,16 @@ def build_bundle(
         sdrs = sp.transform(X, packed=True)
     with stages.stage("table"):
         table = TrainingTable(arr, sdrs, sp.n_columns, labels=labels_arr)
-    with stages.stage("index", backend):
-        index.fit(sdrs, sp.n_columns)
+    # The decoders read only the SP and the table: they fit on a second thread while the
+    # index builds (its k-NN graph in the worker process), when numba may run parallel
+    # kernels from two threads at once.
+    decoding = _start_decoders(sp, table, kinds, progress) if backend != "exact" else None
+    try:
+        with stages.stage("index", backend):
+            index.fit(sdrs, sp.n_columns)
+    finally:
+        if decoding is not None:
+            concurrent.futures.wait([decoding])
     bundle = Bundle(
         sp=sp,
         table=table,
@@ -224,8 +263,12 @@ def build_bundle(
         dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
     )
     if kinds:
-        with stages.stage("decoders", ", ".join(kinds)):
-            bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
+        detail = ", ".join(kinds) + (" (fitted while the index built)" if decoding else "")
+        with stages.stage("decoders", detail):
+            if decoding is not None:
+                bundle.decoder = decoding.result()
+            else:
+                bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
     if times is not None:
         times.seconds.update(stages.times.seconds)
     return bundle
