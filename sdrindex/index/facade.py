@@ -53,7 +53,7 @@ class SDRIndex:
 
     Parameters
     ----------
-    backend : {"exact", "nndescent"}
+    backend : {"exact", "nndescent"} or a name given to ``register_backend``
         ``"exact"``: inverted index, exact. ``"nndescent"``: approximate, graph search. The
         other parameters concern nndescent only (defaults: ``NNDESCENT_DEFAULTS``).
     n_neighbors : int or None
