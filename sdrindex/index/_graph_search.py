@@ -306,8 +306,13 @@ def _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, ou
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_serial(q_packed, q_words, g, k, pool, epsilon, max_entries, out_ids, out_ov):
-    """Row i of out = top k of query i (see _graph_query_one), on the calling thread."""
+def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out_ov, *arrays):
+    """Row i of out = top k of query i (see _graph_query_one), on the calling thread.
+
+    arrays: the fields of a GraphArrays, spread because numba's dispatcher types plain
+    arrays on its fast path and a namedtuple on a slow one (~5 us more per call).
+    """
+    g = GraphArrays(*arrays)
     nq = q_packed.shape[0]
     _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, 0, nq, out_ids, out_ov)
 

@@ -78,6 +78,17 @@ def _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov):
         _exact_one(queries[i], q_words[i], x, k, counts, ties, out_ids[i], out_ov[i])
 
 
+@numba.njit(cache=True, nogil=True)
+def _exact_serial(queries, q_words, k, counts, out_ids, out_ov, *arrays):
+    """Row i of out = exact top k of queries[i], on the calling thread.
+
+    arrays: the fields of an ExactArrays, spread because numba's dispatcher types plain
+    arrays on its fast path and a namedtuple on a slow one.
+    """
+    x = ExactArrays(*arrays)
+    _exact_batch(queries, q_words, x, k, counts, 0, queries.shape[0], out_ids, out_ov)
+
+
 @numba.njit(cache=True, parallel=True)
 def _exact_parallel(queries, q_words, x, k, n_chunks, out_ids, out_ov):
     """Row i of out = exact top k of queries[i]; chunks of queries in parallel, own counters."""
@@ -161,7 +172,7 @@ class ExactBackend:
         if n_chunks > 1:
             _exact_parallel(queries, q_words, x, k, n_chunks, out_ids, out_ov)
         else:
-            _exact_batch(queries, q_words, x, k, self._counts(x.n), 0, nq, out_ids, out_ov)
+            _exact_serial(queries, q_words, k, self._counts(x.n), out_ids, out_ov, *x)
         return out_ids, out_ov
 
     @cached_property

@@ -197,14 +197,12 @@ class GraphBackend:
         auto_ef, auto_epsilon = _auto_search(self.words.shape[0], self.mean_active)
         ef = auto_ef if params["ef"] is None else int(params["ef"])
         epsilon = auto_epsilon if params["epsilon"] is None else float(params["epsilon"])
-        args = (
-            queries, to_words(queries), self.kernel_arrays, k, max(ef, k), epsilon,
-            int(params["n_entry_points"]),
-        )  # fmt: skip
+        q_words, g = to_words(queries), self.kernel_arrays
+        search = (k, max(ef, k), epsilon, int(params["n_entry_points"]))
         if n_chunks > 1:
-            _graph_parallel(*args, n_chunks, out_ids, out_ov)
+            _graph_parallel(queries, q_words, g, *search, n_chunks, out_ids, out_ov)
         else:
-            _graph_serial(*args, out_ids, out_ov)
+            _graph_serial(queries, q_words, *search, out_ids, out_ov, *g)
         return out_ids, out_ov
 
     # ------------------------------------------------------------------ persistence
