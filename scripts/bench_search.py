@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from sdrindex.datasets import binarize, load_mnist
-from sdrindex.index import SDRIndex, _compile_nn_descent
+from sdrindex.index import SDRIndex
+from sdrindex.index.graph import compile_nn_descent
 from sdrindex.sdr import add_noise
 from sdrindex.sp import DEFAULT_PRESET, sp_from_config, threshold_for
 
@@ -210,7 +211,7 @@ def bench_config(config: str, args, results: list) -> None:
         f"(min {active.min()}, max {active.max()})"
     )
     t = time.perf_counter()
-    _compile_nn_descent(n_bits, "bit_jaccard")
+    compile_nn_descent(n_bits, "bit_jaccard")
     print(f"pynndescent NN-descent compile (once per process): {time.perf_counter() - t:.1f} s")
 
     name = f"{config} 60k"

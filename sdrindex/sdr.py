@@ -76,7 +76,7 @@ def row_popcount(arr: NDArray[np.unsignedinteger]) -> NDArray[np.int64]:
 
 
 @numba.njit(inline="always", cache=True)
-def _overlap_words(a, b):
+def overlap_words(a, b):
     """|a AND b| = sum_w popcount(a[w] & b[w]) for two rows of uint64 words."""
     total = np.uint64(0)
     for w in range(a.shape[0]):
@@ -85,11 +85,11 @@ def _overlap_words(a, b):
 
 
 @numba.njit(parallel=True, cache=True)
-def _overlap_matrix(a_words, b_words, out):
+def overlap_matrix(a_words, b_words, out):
     """out[i, j] = |a_i AND b_j| for every pair of rows."""
     for i in numba.prange(a_words.shape[0]):
         for j in range(b_words.shape[0]):
-            out[i, j] = _overlap_words(a_words[i], b_words[j])
+            out[i, j] = overlap_words(a_words[i], b_words[j])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -410,7 +410,7 @@ def overlap(a: ArrayLike, b: ArrayLike) -> NDArray[np.int32]:
         )
     out = np.empty((a2.shape[0], b2.shape[0]), dtype=np.int32)
     if out.size:
-        _overlap_matrix(to_words(a2), to_words(b2), out)
+        overlap_matrix(to_words(a2), to_words(b2), out)
     return out
 
 

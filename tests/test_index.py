@@ -6,13 +6,15 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from sdrindex import sdr
-from sdrindex.errors import BundleError, ParameterError, SDRIndexError
-from sdrindex.index import SDRIndex
+from sdrindex.errors import DataError, ParameterError, SDRIndexError
+from sdrindex.index import BACKENDS, SDRIndex, backend_names, register_backend, registry
 
 
 def brute_force(queries: np.ndarray, data: np.ndarray, k: int):
@@ -326,7 +328,7 @@ def test_damaged_index_raises_bundle_error_naming_the_file(saved_graph, file, da
         elif damage == "decreasing":
             arr[5] = arr[6] + 1
         np.save(path, arr)
-    with pytest.raises(BundleError, match=file.replace(".", r"\.")):
+    with pytest.raises(DataError, match=file.replace(".", r"\.")):
         SDRIndex.load(saved_graph)
 
 
@@ -335,7 +337,7 @@ def test_damaged_exact_index(tmp_path):
     ids = np.load(tmp_path / "postings_ids.npy")
     ids[0] = 50
     np.save(tmp_path / "postings_ids.npy", ids)
-    with pytest.raises(BundleError, match=r"postings_ids\.npy"):
+    with pytest.raises(DataError, match=r"postings_ids\.npy"):
         SDRIndex.load(tmp_path)
 
 
@@ -376,3 +378,84 @@ def test_bad_input_raises_clear_errors():
         graph.query(data, 3, ef=0)
     with pytest.raises(SDRIndexError, match="nothing to save"):
         SDRIndex("exact").save("/nonexistent/never-written")
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class BruteForce:
+    """A backend outside the package: numpy overlaps of every stored row (the protocol's test)."""
+
+    name: ClassVar[str] = "brute-force-test"
+    array_specs: ClassVar[dict] = {"packed": ("|u1", 2)}
+    search_params: ClassVar[tuple] = ()
+    packed: np.ndarray
+
+    n_buffered = 0
+
+    @property
+    def n_items(self):
+        return self.packed.shape[0]
+
+    @classmethod
+    def prepare(cls, n_bits, n_items, params):
+        return None
+
+    @classmethod
+    def build(cls, packed, n_bits, params, prepared=None):
+        return cls(np.array(packed))
+
+    def add(self, packed, n_bits):
+        return BruteForce(np.concatenate([self.packed, packed]))
+
+    def rebuild(self, n_bits, params):
+        return self
+
+    def query(self, queries, k, params, n_chunks):
+        return brute_force(queries, self.packed, k)
+
+    def arrays(self, n_bits):
+        return {"packed": self.packed}
+
+    @classmethod
+    def from_arrays(cls, arrays, n_bits, n_items, path):
+        return cls(np.asarray(arrays["packed"]))
+
+
+@pytest.fixture
+def brute_force_backend(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return register_backend(BruteForce)
+
+
+def test_a_registered_backend_plugs_into_the_facade(brute_force_backend, tmp_path):
+    assert BACKENDS == ("exact", "nndescent")
+    assert backend_names() == ("exact", "nndescent", "brute-force-test")
+    n_bits = 200
+    data = tie_heavy(400, n_bits, seed=50)
+    queries = tie_heavy(30, n_bits, seed=51)
+    index = SDRIndex("brute-force-test").fit(data, n_bits=n_bits)
+    exact = SDRIndex("exact").fit(data, n_bits=n_bits)
+    for a, b in zip(index.query(queries, 7), exact.query(queries, 7), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(index.add(queries[:3]), [400, 401, 402])
+    index.query(queries, 3, ef=0)  # search overrides the backend does not take are ignored
+    index.save(tmp_path)
+    assert json.loads((tmp_path / "index.json").read_text())["backend"] == "brute-force-test"
+    loaded = SDRIndex.load(tmp_path)
+    assert len(loaded) == 403 and loaded.backend == "brute-force-test"
+    np.testing.assert_array_equal(loaded.query(queries, 7)[0], index.query(queries, 7)[0])
+    with pytest.raises(ParameterError, match="already registered"):
+        register_backend(type("Other", (BruteForce,), {"name": "exact"}))
+
+
+def test_unknown_backend_names_the_registered_ones(brute_force_backend, tmp_path):
+    with pytest.raises(ParameterError, match="brute-force-test"):
+        SDRIndex("hnsw")
+    SDRIndex("exact").fit(sdr.random_sdrs(20, 64, 5, seed=0), n_bits=64).save(tmp_path)
+    meta = json.loads((tmp_path / "index.json").read_text())
+    meta["backend"] = "hnsw"
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"index\.json: unknown backend 'hnsw'"):
+        SDRIndex.load(tmp_path)

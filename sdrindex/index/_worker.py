@@ -1,4 +1,4 @@
-"""``python -m sdrindex._graph_worker N_BITS METRIC``: see :class:`sdrindex.index.GraphBuilder`.
+"""``python -m sdrindex.index._worker N_BITS METRIC``: the process of ``graph.GraphBuilder``.
 
 Compiles pynndescent's NN-descent at once, then reads one JSON request from stdin
 (``{"input": sdrs.npy, "output": graph.npy, "params": {...}}``), builds the k-NN graph of the
@@ -16,10 +16,10 @@ def main(argv: list[str]) -> int:
     n_bits, metric = int(argv[0]), argv[1]
     import numpy as np
 
-    from sdrindex.index import _compile_nn_descent, _knn_graph
+    from sdrindex.index._graph_build import compile_nn_descent, knn_graph
 
     t = time.perf_counter()
-    _compile_nn_descent(n_bits, metric)
+    compile_nn_descent(n_bits, metric)
     compiled = time.perf_counter() - t
     line = sys.stdin.readline()
     if not line:
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     try:
         request = json.loads(line)
         sdrs = np.load(request["input"], allow_pickle=False)
-        graph = _knn_graph(sdrs, request["params"])
+        graph = knn_graph(sdrs, request["params"])
         np.save(request["output"], graph, allow_pickle=False)
         reply = {"ok": True, "compile_seconds": round(compiled, 2)}
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which falls back

@@ -1,0 +1,22 @@
+"""Nearest neighbours of SDRs by overlap: the :class:`SDRIndex` facade and its backends.
+
+Layout: ``facade`` (:class:`SDRIndex`: validation, snapshots, save/load), ``backend`` (the
+protocol every backend implements), ``registry`` (names -> backend classes), ``exact`` and
+``graph`` (the two backends; ``_postings``, ``_graph_build`` and ``_graph_search`` hold
+their kernels), ``_builder`` and ``_worker`` (pynndescent compiled in a worker process),
+``params`` (the parameters and their checks) and ``format`` (``index.json`` checks).
+"""
+
+from .backend import Backend
+from .facade import SDRIndex
+from .params import NNDESCENT_DEFAULTS
+from .registry import BACKENDS, backend_names, register_backend
+
+__all__ = [
+    "SDRIndex",
+    "BACKENDS",
+    "NNDESCENT_DEFAULTS",
+    "Backend",
+    "backend_names",
+    "register_backend",
+]

@@ -1,0 +1,328 @@
+"""The graph backend's search: best-first over the search graph, overlap as the score.
+
+The kernels read the index through one :class:`GraphArrays` (a namedtuple numba types once
+and caches on disk) and keep a query's scratch in one :class:`Workspace`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from ..sdr import overlap_words, popcount64
+from ._postings import _scatter, _top_k_counts
+
+
+class GraphArrays(NamedTuple):
+    """What a graph search reads: the graph over distinct SDRs, their items, the buffer."""
+
+    words: NDArray[np.uint64]  # (n_distinct, n_words): the distinct SDRs
+    vbits: NDArray[np.uint16]  # (n_distinct, max active) padded with n_bits, or (0, 0)
+    indptr: NDArray[np.int64]  # (n_distinct + 1,): search graph, CSR ...
+    indices: NDArray[np.int32]  # ... its edges
+    entries: NDArray[np.int32]  # (n_global,): start vertices of queries sharing no bit
+    bit_entries: NDArray[np.int32]  # (n_bits, entries_per_bit): start vertices per bit, -1 pad
+    group_ptr: NDArray[np.int64]  # (n_distinct + 1,): distinct SDR -> its item ids ...
+    group_ids: NDArray[np.int64]  # (n_graph_items,): ... ascending
+    buf_indptr: NDArray[np.int64]  # (n_bits + 1,): posting lists of the buffered items ...
+    buf_ids: NDArray[np.int32]  # ... whose ids follow the graph items'
+    max_degree: int  # the largest number of edges of a vertex
+    n_graph_items: int
+    n_buf: int
+
+
+class Workspace(NamedTuple):
+    """One thread's scratch for a run of queries (allocated once per batch)."""
+
+    visited: NDArray[np.uint8]  # bitset over vertices
+    res_ov: NDArray[np.int32]  # (pool,): min-heap of the best overlaps ...
+    res_id: NDArray[np.int32]  # ... and their vertices
+    counts: NDArray[np.int32]  # (n_buf,): the buffer's overlap counters, kept zeroed
+    ties: NDArray[np.int64]  # (k,)
+    ws_ids: NDArray[np.int64]  # candidate items (graph then buffer) ...
+    ws_ov: NDArray[np.int32]  # ... and their overlaps
+    q_bits: NDArray[np.int32]  # the query's active bits
+    starts: NDArray[np.int32]  # the query's start vertices
+    q_dense: NDArray[np.uint8]  # the query as 0/1 per bit (for vbits rows)
+    fresh: NDArray[np.int32]  # (max_degree,): unvisited neighbours of a vertex ...
+    fresh_ov: NDArray[np.int32]  # ... and their overlaps
+
+
+# =========================================================================== heaps
+
+
+@numba.njit(inline="always", cache=True)
+def _min_heap_push(keys, vals, size, key, val):
+    """Insert (key, val) into the binary min-heap keys[:size]; return the new size."""
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if keys[parent] <= key:
+            break
+        keys[pos] = keys[parent]
+        vals[pos] = vals[parent]
+        pos = parent
+    keys[pos] = key
+    vals[pos] = val
+    return size + 1
+
+
+@numba.njit(inline="always", cache=True)
+def _min_heap_sift_down(keys, vals, size, key, val):
+    """Place (key, val) at the root of the min-heap keys[:size] and sift it down."""
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and keys[child + 1] < keys[child]:
+            child += 1
+        if keys[child] >= key:
+            break
+        keys[pos] = keys[child]
+        vals[pos] = vals[child]
+        pos = child
+    keys[pos] = key
+    vals[pos] = val
+
+
+@numba.njit(inline="always", cache=True)
+def _grown(arr, n, need):
+    """A copy of arr[:n] with room for max(2 * len(arr), need) items."""
+    out = np.empty(max(2 * arr.shape[0], need), dtype=arr.dtype)
+    for j in range(n):
+        out[j] = arr[j]
+    return out
+
+
+# =========================================================================== search
+
+
+@numba.njit(inline="always", cache=True)
+def _vertex_overlap(q_words, q_dense, words, vbits, v):
+    """|q AND x_v| = sum_j q_dense[vbits[v, j]] when bit rows are stored, else popcounts.
+
+    vbits rows list x_v's active bits padded with n_bits, where q_dense is 0.
+    """
+    if vbits.shape[0] > 0:
+        total = 0
+        for j in range(vbits.shape[1]):
+            total += q_dense[vbits[v, j]]
+        return np.int32(total)
+    return overlap_words(q_words, words[v])
+
+
+@numba.njit(inline="always", cache=True)
+def _mark(visited, v):
+    """Set v's bit in the visited bitset; return whether it was set before."""
+    bit = np.uint8(1 << (v & 7))
+    seen = visited[v >> 3] & bit
+    visited[v >> 3] |= bit
+    return seen != 0
+
+
+@numba.njit(inline="always", cache=True)
+def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
+    """Best-first search for the `pool` vertices of largest overlap |q AND x_v|.
+
+    Starts from ws.starts[:n_entries]. A vertex joins the candidates when the pool is not
+    full or its overlap exceeds bound = worst - floor(epsilon * (q_count - worst)), worst
+    being the smallest overlap kept; the search stops when the best candidate left is below
+    the bound (slack 0: HNSW's rule). The slack grows with the distance left to a perfect
+    match, so sparse SDRs (few, tied overlap values) search as with epsilon = 0 and dense
+    ones (fine-grained overlaps) explore further. Fills ws.res_ov/ws.res_id (a min-heap) and
+    returns the number kept.
+    """
+    words, vbits, indices, indptr = g.words, g.vbits, g.indices, g.indptr
+    visited, res_ov, res_id, q_dense = ws.visited, ws.res_ov, ws.res_id, ws.q_dense
+    fresh, fresh_ov = ws.fresh, ws.fresh_ov
+    for j in range(visited.shape[0]):
+        visited[j] = 0
+    n_res = 0
+    n_cand = 0
+    # candidates: a min-heap on -overlap, grown on demand (a search visits few vertices)
+    cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int32)
+    cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int32)
+    for j in range(n_entries):
+        e = ws.starts[j]
+        if _mark(visited, e):
+            continue
+        ov = _vertex_overlap(q_words, q_dense, words, vbits, e)
+        if n_res < pool:
+            n_res = _min_heap_push(res_ov, res_id, n_res, ov, e)
+        elif ov > res_ov[0]:
+            _min_heap_sift_down(res_ov, res_id, n_res, ov, e)
+        n_cand = _min_heap_push(cand_key, cand_id, n_cand, -ov, e)
+    while n_cand > 0:
+        c_ov = -cand_key[0]
+        c = cand_id[0]
+        n_cand -= 1
+        if n_cand > 0:
+            _min_heap_sift_down(cand_key, cand_id, n_cand, cand_key[n_cand], cand_id[n_cand])
+        if n_res == pool and c_ov < res_ov[0] - np.int32(epsilon * (q_count - res_ov[0])):
+            break
+        # score the unvisited neighbours first, in a loop of independent loads
+        n_fresh = 0
+        for p in range(indptr[c], indptr[c + 1]):
+            v = indices[p]
+            if not _mark(visited, v):
+                fresh[n_fresh] = v
+                n_fresh += 1
+        for j in range(n_fresh):
+            fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, fresh[j])
+        if n_cand + n_fresh > cand_key.shape[0]:
+            cand_key = _grown(cand_key, n_cand, n_cand + n_fresh)
+            cand_id = _grown(cand_id, n_cand, n_cand + n_fresh)
+        for j in range(n_fresh):
+            ov = fresh_ov[j]
+            v = fresh[j]
+            if n_res < pool:
+                n_res = _min_heap_push(res_ov, res_id, n_res, ov, v)
+                n_cand = _min_heap_push(cand_key, cand_id, n_cand, -ov, v)
+            else:
+                worst = res_ov[0]
+                if ov > worst - np.int32(epsilon * (q_count - worst)):
+                    n_cand = _min_heap_push(cand_key, cand_id, n_cand, -ov, v)
+                    if ov > worst:
+                        _min_heap_sift_down(res_ov, res_id, n_res, ov, v)
+    return n_res
+
+
+@numba.njit(inline="always", cache=True)
+def _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, out):
+    """Start vertices of a query: vertices sharing its active bits (else the global ones).
+
+    Takes bit_entries[b, r] for rounds r = 0, 1, ... over up to max_entries active bits b of
+    the query spread evenly across them. Sharing a bit gives the search an overlap to climb
+    from: far from the query every overlap is 0. Queries without such vertices start from
+    the global entries. Writes the query's active bits to q_bits; returns the number of
+    start vertices written to out (length >= max_entries + len(entries)).
+    """
+    n_q = 0
+    for j in range(q_packed.shape[0]):
+        byte = q_packed[j]
+        if byte == 0:
+            continue
+        for t in range(8):
+            if byte & (0x80 >> t):
+                q_bits[n_q] = 8 * j + t
+                n_q += 1
+    n_out = 0
+    if n_q > 0:
+        n_use = min(n_q, max_entries)
+        for r in range(bit_entries.shape[1]):
+            for u in range(n_use):
+                if n_out >= max_entries:
+                    break
+                v = bit_entries[q_bits[u * n_q // n_use], r]
+                if v >= 0:
+                    out[n_out] = v
+                    n_out += 1
+    if n_out == 0:
+        for e in entries:
+            out[n_out] = e
+            n_out += 1
+    return n_out
+
+
+@numba.njit(inline="always", cache=True)
+def _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws):
+    """Items of the pool's vertices (each distinct SDR stands for its items, ascending ids;
+    only the k first can win) then the buffer's exact top k, into ws.ws_ids/ws.ws_ov;
+    returns their number."""
+    q_count = 0
+    for w in range(q_words.shape[0]):
+        q_count += popcount64(q_words[w])
+    m = 0
+    if g.words.shape[0] > 0:
+        n_entries = _query_entries(
+            q_packed, g.bit_entries, g.entries, max_entries, ws.q_bits, ws.starts
+        )
+        if g.vbits.shape[0] > 0:
+            for j in range(ws.q_dense.shape[0]):
+                ws.q_dense[j] = 0
+            for j in range(q_count):
+                ws.q_dense[ws.q_bits[j]] = 1
+        n_res = _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws)
+        for r in range(n_res):
+            v = ws.res_id[r]
+            hi = min(g.group_ptr[v + 1], g.group_ptr[v] + k)
+            for p in range(g.group_ptr[v], hi):
+                ws.ws_ids[m] = g.group_ids[p]
+                ws.ws_ov[m] = ws.res_ov[r]
+                m += 1
+    if g.n_buf > 0:
+        _scatter(q_packed, g.buf_indptr, g.buf_ids, g.n_graph_items, ws.counts)
+        m += _top_k_counts(
+            ws.counts, g.n_buf, k, ws.ties, ws.ws_ids[m:], ws.ws_ov[m:], g.n_graph_items
+        )
+    return m
+
+
+@numba.njit(inline="always", cache=True)
+def _graph_query_one(q_packed, q_words, g, k, pool, epsilon, max_entries, ws, out_ids, out_ov):
+    """Top k of one query: graph search over distinct SDRs, expanded to their items, merged
+    with the exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded."""
+    m = _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws)
+    keys = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        keys[j] = -np.int64(ws.ws_ov[j]) * 4294967296 + ws.ws_ids[j]
+    order = np.argsort(keys)
+    kk = min(k, m)
+    for j in range(kk):
+        out_ids[j] = ws.ws_ids[order[j]]
+        out_ov[j] = ws.ws_ov[order[j]]
+    for j in range(kk, k):
+        out_ids[j] = -1
+        out_ov[j] = -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov):
+    """Rows lo..hi-1 of out = top k of those queries, sharing one work space."""
+    n_bits_pad = 8 * q_packed.shape[1] + 1
+    n_cand = min(pool * k, g.n_graph_items) + k
+    ws = Workspace(
+        np.zeros((g.words.shape[0] >> 3) + 1, dtype=np.uint8),
+        np.empty(pool, dtype=np.int32),
+        np.empty(pool, dtype=np.int32),
+        np.zeros(max(g.n_buf, 1), dtype=np.int32),
+        np.empty(k, dtype=np.int64),
+        np.empty(n_cand, dtype=np.int64),
+        np.empty(n_cand, dtype=np.int32),
+        np.empty(n_bits_pad, dtype=np.int32),
+        np.empty(max_entries + g.entries.shape[0], dtype=np.int32),
+        np.zeros(n_bits_pad, dtype=np.uint8),
+        np.empty(max(g.max_degree, 1), dtype=np.int32),
+        np.empty(max(g.max_degree, 1), dtype=np.int32),
+    )
+    for i in range(lo, hi):
+        _graph_query_one(
+            q_packed[i], q_words[i], g, k, pool, epsilon, max_entries, ws, out_ids[i], out_ov[i]
+        )
+
+
+@numba.njit(cache=True, nogil=True)
+def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out_ov, *arrays):
+    """Row i of out = top k of query i (see _graph_query_one), on the calling thread.
+
+    arrays: the fields of a GraphArrays, spread because numba's dispatcher types plain
+    arrays on its fast path and a namedtuple on a slow one (~5 us more per call).
+    """
+    g = GraphArrays(*arrays)
+    nq = q_packed.shape[0]
+    _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, 0, nq, out_ids, out_ov)
+
+
+@numba.njit(cache=True, parallel=True)
+def _graph_parallel(
+    q_packed, q_words, g, k, pool, epsilon, max_entries, n_chunks, out_ids, out_ov
+):  # fmt: skip
+    """Row i of out = top k of query i (see _graph_query_one); chunks of queries in parallel."""
+    nq = q_packed.shape[0]
+    for c in numba.prange(n_chunks):
+        lo, hi = c * nq // n_chunks, (c + 1) * nq // n_chunks
+        _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov)
