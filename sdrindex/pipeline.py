@@ -174,6 +174,36 @@ def _as_images(images: ArrayLike) -> NDArray[np.uint8]:
     return arr
 
 
+def _index_and_decoders(
+    bundle: Bundle,
+    sdrs: NDArray[np.uint8],
+    kinds: tuple[str, ...],
+    stages: _Stages,
+    progress: Progress | None,
+) -> None:
+    """The index stage, then the decoder stage (fitted during the index when it can be)."""
+    sp, index = bundle.sp, bundle.index
+    # The decoders read only the SP and the table: they fit on a second thread while the
+    # index builds (its k-NN graph in the worker process), when numba may run parallel
+    # kernels from two threads at once.
+    decoding = None
+    if index.backend != "exact":  # the exact index builds in moments: nothing to overlap
+        decoding = _start_decoders(sp, bundle.table, kinds, progress)
+    try:
+        with stages.stage("index", index.backend):
+            index.fit(sdrs, sp.n_columns)
+    finally:
+        if decoding is not None:
+            concurrent.futures.wait([decoding])
+    if kinds:
+        detail = ", ".join(kinds) + (" (fitted while the index built)" if decoding else "")
+        with stages.stage("decoders", detail):
+            if decoding is not None:
+                bundle.decoder = decoding.result()
+            else:
+                bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
+
+
 def build_bundle(
     images: ArrayLike,
     labels: ArrayLike | None = None,
@@ -237,38 +267,26 @@ def build_bundle(
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
     index.prepare_fit(sp.n_columns, n)  # pynndescent compiles on the other core meanwhile
-    with stages.stage("binarize"):
-        X = binarize(arr, threshold).reshape(n, -1)
-    with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
-        sp.fit(X, epochs=int(epochs))
-    with stages.stage("encode"):
-        sdrs = sp.transform(X, packed=True)
-    with stages.stage("table"):
-        table = TrainingTable(arr, sdrs, sp.n_columns, labels=labels_arr)
-    # The decoders read only the SP and the table: they fit on a second thread while the
-    # index builds (its k-NN graph in the worker process), when numba may run parallel
-    # kernels from two threads at once.
-    decoding = _start_decoders(sp, table, kinds, progress) if backend != "exact" else None
     try:
-        with stages.stage("index", backend):
-            index.fit(sdrs, sp.n_columns)
-    finally:
-        if decoding is not None:
-            concurrent.futures.wait([decoding])
-    bundle = Bundle(
-        sp=sp,
-        table=table,
-        index=index,
-        encoder={"threshold": threshold, "rule": "pixel >= threshold"},
-        dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
-    )
-    if kinds:
-        detail = ", ".join(kinds) + (" (fitted while the index built)" if decoding else "")
-        with stages.stage("decoders", detail):
-            if decoding is not None:
-                bundle.decoder = decoding.result()
-            else:
-                bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
+        with stages.stage("binarize"):
+            X = binarize(arr, threshold).reshape(n, -1)
+        with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
+            sp.fit(X, epochs=int(epochs))
+        with stages.stage("encode"):
+            sdrs = sp.transform(X, packed=True)
+        with stages.stage("table"):
+            table = TrainingTable(arr, sdrs, sp.n_columns, labels=labels_arr)
+        bundle = Bundle(
+            sp=sp,
+            table=table,
+            index=index,
+            encoder={"threshold": threshold, "rule": "pixel >= threshold"},
+            dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
+        )
+        _index_and_decoders(bundle, sdrs, kinds, stages, progress)
+    except BaseException:
+        index.cancel_fit()  # no graph worker outlives a failed build
+        raise
     if times is not None:
         times.seconds.update(stages.times.seconds)
     return bundle

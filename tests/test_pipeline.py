@@ -101,3 +101,40 @@ def test_pipeline_bad_input_names_the_problem(kwargs, message):
     sp = SpatialPooler.from_nupic_params(SMALL_SP)
     with pytest.raises(ParameterError, match=message):
         build_bundle(args.pop("images"), args.pop("labels"), sp=sp, backend="exact", **args)
+
+
+def _worker_children() -> list[int]:
+    """PIDs of this process's children running the graph-build worker."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"sdrindex.index._worker" in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_failed_build_leaves_no_graph_worker(monkeypatch):
+    # 2,100 images: enough for the nndescent backend to start its compile worker.
+    def fail(self, X, y=None, epochs=1):
+        assert _worker_children(), "the graph worker should be running during learning"
+        raise RuntimeError("learning failed")
+
+    monkeypatch.setattr(SpatialPooler, "fit", fail)
+    with pytest.raises(RuntimeError, match="learning failed") as failure:
+        build_bundle(
+            np.zeros((2100, 28, 28), np.uint8),
+            sp=SpatialPooler.from_nupic_params(SMALL_SP),
+            backend="nndescent",
+        )
+    # The traceback keeps the build's frames (and its index) alive: no garbage collector
+    # ends the worker here, only the pipeline's own clean-up.
+    assert failure.traceback and _worker_children() == []

@@ -201,6 +201,12 @@ class SDRIndex:
             self._builder.close()
         self._builder = prepared
 
+    def cancel_fit(self) -> None:
+        """End what :meth:`prepare_fit` started, when the fit will not come (an error)."""
+        builder, self._builder = self._builder, None
+        if builder is not None:
+            builder.close()
+
     def fit(self, sdrs: ArrayLike, n_bits: int | None = None) -> SDRIndex:
         """Index a batch of SDRs (replacing anything indexed before).
 
