@@ -7,27 +7,27 @@ per-column float32 arrays. Bundles store SPs in this format: it must keep loadin
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sdrindex.errors import DataError, ParameterError
+from sdrindex._store import atomic_write, check_format, data_error, reading
+from sdrindex.errors import ParameterError
 
 __all__ = ["FORMAT_VERSION", "save", "load"]
 
+FORMAT = "sdrindex.SpatialPooler"
 FORMAT_VERSION = 1
+_FIX = "save a SpatialPooler there again with sp.save(path)"
 
 
 def save(sp: Any, path: str | Path) -> None:
     """Save parameters and state as a ``.npz`` (no pickle); written atomically."""
     path = Path(path)
     meta = {
-        "format": "sdrindex.SpatialPooler",
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "params": sp.nupic_params(),
         "iteration_num": sp.iteration_num_,
@@ -45,27 +45,18 @@ def save(sp: Any, path: str | Path) -> None:
         "min_overlap_duty_cycles": sp.min_overlap_duty_cycles_,
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load(cls: type, path: str | Path) -> Any:
     """Load a Spatial Pooler written by :meth:`save`; never unpickles."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; save a SpatialPooler there with sp.save(path)")
-    try:
+    with reading(path, _FIX):
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array, not an .npz archive")
         with loaded as z:
             data = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc}); re-save it") from exc
     try:
         meta = json.loads(bytes(data.pop("meta")).decode())
         if not isinstance(meta, dict):
@@ -75,22 +66,14 @@ def load(cls: type, path: str | Path) -> Any:
         iteration_num = int(meta["iteration_num"])
         iteration_learn_num = int(meta["iteration_learn_num"])
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: missing or unreadable metadata ({exc}); re-save it") from exc
-    if (
-        meta.get("format") != "sdrindex.SpatialPooler"
-        or meta.get("format_version") != FORMAT_VERSION
-    ):
-        raise DataError(
-            f"{path}: unknown format {meta.get('format')!r} "
-            f"version {meta.get('format_version')!r} "
-            f"(this sdrindex reads version {FORMAT_VERSION})"
-        )
+        raise data_error(path, f"missing or unreadable metadata ({exc})", _FIX) from exc
+    check_format(meta, path, FORMAT, FORMAT_VERSION, _FIX, version_key="format_version")
     if not isinstance(params, dict):
-        raise DataError(f"{path}: metadata 'params' is not a table; re-save it")
+        raise data_error(path, "metadata 'params' is not a table", _FIX)
     try:
         sp = cls.from_nupic_params(params)
     except ParameterError as exc:
-        raise DataError(f"{path}: invalid SP parameters ({exc}); re-save it") from exc
+        raise data_error(path, f"invalid SP parameters ({exc})", _FIX) from exc
     n_col, n_in = sp.n_columns, sp.n_inputs
     shapes = {
         "boost_factors": (n_col,),
@@ -101,7 +84,7 @@ def load(cls: type, path: str | Path) -> Any:
     }
     for key, shape in shapes.items():
         if key not in data or data[key].shape != shape:
-            raise DataError(f"{path}: array {key!r} missing or not of shape {shape}; re-save it")
+            raise data_error(path, f"array {key!r} missing or not of shape {shape}", _FIX)
     ptr, idx, prm = data["pool_ptr"], data.get("pool_idx"), data.get("pool_perm")
     nnz = int(ptr[-1]) if ptr.size else 0
     if (
@@ -114,12 +97,12 @@ def load(cls: type, path: str | Path) -> Any:
         or (nnz and (idx.min() < 0 or idx.max() >= n_in))
         or not np.isfinite(prm).all()
     ):
-        raise DataError(f"{path}: inconsistent potential pools / permanences; re-save it")
+        raise data_error(path, "inconsistent potential pools / permanences", _FIX)
     rows = np.repeat(np.arange(n_col), np.diff(ptr))
     pot = np.zeros((n_col, n_in), np.uint8)
     pot[rows, idx] = 1
     if int(pot.sum()) != nnz:
-        raise DataError(f"{path}: a potential pool lists an input twice; re-save it")
+        raise data_error(path, "a potential pool lists an input twice", _FIX)
     dense = np.zeros((n_col, n_in), np.float32)
     dense[rows, idx] = prm
     sp._set_state(
