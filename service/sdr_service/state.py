@@ -31,6 +31,7 @@ from sdr_service.errors import ApiError
 from sdr_service.settings import Settings
 from sdrindex.bundle import CURRENT, Bundle, resolve_version, update_lock
 from sdrindex.errors import BundleError, SDRIndexError
+from sdrindex.sdr import overlap
 
 log = logging.getLogger("service")
 
@@ -180,7 +181,15 @@ class BundleService:
             time.perf_counter() - t0,
         )
         self.build_deferred(loaded)
+        self.warm_batches(loaded)
         _settle_heap(collect=False)
+
+    def warm_batches(self, loaded: Loaded) -> None:
+        """Run the batch paths once (after ready: a batch request meanwhile just waits)."""
+        t0 = time.perf_counter()
+        packed = np.asarray(loaded.bundle.table.sdrs[: min(16, loaded.n_items)])
+        loaded.bundle.index.query(packed, max(10, self.settings.knn_k, self.settings.label_k))
+        log.info("batch queries ready in %.1f s", time.perf_counter() - t0)
 
     def build_deferred(self, loaded: Loaded) -> None:
         """Build (and run once) the methods left for after start-up."""
@@ -265,17 +274,20 @@ class BundleService:
                 n,
             )
         b.encode(images[:1])
-        ids, ov = b.index.query(packed, max(10, self.settings.knn_k, self.settings.label_k))
+        # One query at a time runs on the calling thread: what /v1/search and
+        # /v1/reconstruct need. Batches (the parallel kernel) are warmed after ready
+        # (warm_batches): on a cold numba cache that kernel alone compiles for ~20 s.
+        ids, ov = b.index.query(packed[:1], max(10, self.settings.knn_k, self.settings.label_k))
         b.index.query(packed[:1], 1)
         for rec in loaded.reconstructors.values():
             if not isinstance(rec, Deferred):
                 rec.reconstruct(packed[:1])
         if loaded.labeler is not None:
-            predict(loaded, packed[:1], ids[:1], ov[:1])
-        try:
-            layer = numba.threading_layer()
-        except ValueError:
-            layer = None
+            predict(loaded, packed[:1], ids, ov)
+        # The threading layer is chosen by the first parallel kernel: run a small one
+        # (the batch paths, which would choose it, are warmed only after ready).
+        overlap(packed[:1], packed[:1])
+        layer = numba.threading_layer()
         if layer == "workqueue" and self.compute_lock is None:
             log.warning("numba's threading layer is workqueue: parallel kernels serialised")
             self.compute_lock = threading.Lock()
