@@ -75,7 +75,7 @@ def row_popcount(arr: NDArray[np.unsignedinteger]) -> NDArray[np.int64]:
     return np.bitwise_count(arr).sum(axis=-1, dtype=np.int64)
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def overlap_words(a, b):
     """|a AND b| = sum_w popcount(a[w] & b[w]) for two rows of uint64 words."""
     total = np.uint64(0)
@@ -129,6 +129,20 @@ def _set_bits(indptr, indices, out):
 
 
 # --------------------------------------------------------------------------- layout
+
+
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of ``arr`` (``arr`` itself when it is read-only already).
+
+    numba compiles a kernel once per argument type and "read-only" is part of the type:
+    structures handed to kernels are made read-only wherever they come from (built in
+    memory or mapped from a file) so one compiled version, cached on disk, serves both.
+    """
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def n_bytes(n_bits: int) -> int:

@@ -33,7 +33,7 @@ _FEW_ACTIVE = 64
 # =========================================================================== kernels
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _distance_words(a, b, hamming):
     """|a XOR b| when hamming, else 1 - |a AND b| / |a OR b| (0 when both are empty)."""
     inter = np.uint64(0)
@@ -48,7 +48,7 @@ def _distance_words(a, b, hamming):
     return np.float32(1.0 - inter / union)
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _edge_hash(i, j, seed):
     """A uniform number in [0, 1) fixed by (i, j, seed): splitmix64 of the three."""
     z = np.uint64(i) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(j) + np.uint64(seed)
@@ -97,7 +97,8 @@ def _diversify(knn, words, prob, seed, hamming):
     kept = np.full((n, kn), -1, dtype=np.int32)
     kept_d = np.full((n, kn), np.inf, dtype=np.float32)
     for i in numba.prange(n):
-        _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d)
+        # an int64 row: prange's unsigned index would compile _diversify_row twice
+        _diversify_row(np.int64(i), knn, words, prob, seed, hamming, kept, kept_d)
     return kept, kept_d
 
 
@@ -120,7 +121,7 @@ def _exact_knn(words, k, hamming):
     n = words.shape[0]
     out = np.empty((n, k), dtype=np.int32)
     for i in numba.prange(n):
-        _exact_knn_row(i, words, hamming, out)
+        _exact_knn_row(np.int64(i), words, hamming, out)
     return out
 
 

@@ -54,7 +54,7 @@ class Workspace(NamedTuple):
 # =========================================================================== heaps
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _min_heap_push(keys, vals, size, key, val):
     """Insert (key, val) into the binary min-heap keys[:size]; return the new size."""
     pos = size
@@ -70,7 +70,7 @@ def _min_heap_push(keys, vals, size, key, val):
     return size + 1
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _min_heap_sift_down(keys, vals, size, key, val):
     """Place (key, val) at the root of the min-heap keys[:size] and sift it down."""
     pos = 0
@@ -89,7 +89,7 @@ def _min_heap_sift_down(keys, vals, size, key, val):
     vals[pos] = val
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _grown(arr, n, need):
     """A copy of arr[:n] with room for max(2 * len(arr), need) items."""
     out = np.empty(max(2 * arr.shape[0], need), dtype=arr.dtype)
@@ -101,7 +101,7 @@ def _grown(arr, n, need):
 # =========================================================================== search
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _vertex_overlap(q_words, q_dense, words, vbits, v):
     """|q AND x_v| = sum_j q_dense[vbits[v, j]] when bit rows are stored, else popcounts.
 
@@ -115,7 +115,7 @@ def _vertex_overlap(q_words, q_dense, words, vbits, v):
     return overlap_words(q_words, words[v])
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mark(visited, v):
     """Set v's bit in the visited bitset; return whether it was set before."""
     bit = np.uint8(1 << (v & 7))
@@ -124,7 +124,7 @@ def _mark(visited, v):
     return seen != 0
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
     """Best-first search for the `pool` vertices of largest overlap |q AND x_v|.
 
@@ -191,7 +191,7 @@ def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
     return n_res
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, out):
     """Start vertices of a query: vertices sharing its active bits (else the global ones).
 
@@ -228,12 +228,13 @@ def _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, out):
     return n_out
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws):
     """Items of the pool's vertices (each distinct SDR stands for its items, ascending ids;
     only the k first can win) then the buffer's exact top k, into ws.ws_ids/ws.ws_ov;
     returns their number."""
-    q_count = 0
+    # an int64 from the start: a literal 0 would type _graph_one a second time
+    q_count = np.int64(0)
     for w in range(q_words.shape[0]):
         q_count += popcount64(q_words[w])
     m = 0
@@ -262,16 +263,37 @@ def _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws):
     return m
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
+def _best_first(ov, ids, m, kk):
+    """Positions of the kk best of the m candidates, by (overlap desc, id asc).
+
+    Keys -ov * 2^32 + id are distinct; the kk smallest are kept in a min-heap on -key and
+    popped largest first. (np.argsort would do, at ~2 s more compile time on a cold cache.)
+    """
+    heap_key = np.empty(max(kk, 1), dtype=np.int64)
+    heap_pos = np.empty(max(kk, 1), dtype=np.int64)
+    n = 0
+    for j in range(m):
+        neg = np.int64(ov[j]) * 4294967296 - ids[j]
+        if n < kk:
+            n = _min_heap_push(heap_key, heap_pos, n, neg, j)
+        elif neg > heap_key[0]:
+            _min_heap_sift_down(heap_key, heap_pos, n, neg, j)
+    order = np.empty(kk, dtype=np.int64)
+    for pos in range(n - 1, -1, -1):
+        order[pos] = heap_pos[0]
+        if pos > 0:
+            _min_heap_sift_down(heap_key, heap_pos, pos, heap_key[pos], heap_pos[pos])
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
 def _graph_query_one(q_packed, q_words, g, k, pool, epsilon, max_entries, ws, out_ids, out_ov):
     """Top k of one query: graph search over distinct SDRs, expanded to their items, merged
     with the exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded."""
     m = _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws)
-    keys = np.empty(m, dtype=np.int64)
-    for j in range(m):
-        keys[j] = -np.int64(ws.ws_ov[j]) * 4294967296 + ws.ws_ids[j]
-    order = np.argsort(keys)
     kk = min(k, m)
+    order = _best_first(ws.ws_ov, ws.ws_ids, m, kk)
     for j in range(kk):
         out_ids[j] = ws.ws_ids[order[j]]
         out_ov[j] = ws.ws_ov[order[j]]
@@ -314,7 +336,8 @@ def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out
     """
     g = GraphArrays(*arrays)
     nq = q_packed.shape[0]
-    _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, 0, nq, out_ids, out_ov)
+    lo = np.int64(0)  # not a literal: one compiled _graph_batch for both paths
+    _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, nq, out_ids, out_ov)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -324,5 +347,6 @@ def _graph_parallel(
     """Row i of out = top k of query i (see _graph_query_one); chunks of queries in parallel."""
     nq = q_packed.shape[0]
     for c in numba.prange(n_chunks):
-        lo, hi = c * nq // n_chunks, (c + 1) * nq // n_chunks
+        # int64 bounds: prange's unsigned index would compile _graph_batch a second time
+        lo, hi = np.int64(c) * nq // n_chunks, (np.int64(c) + 1) * nq // n_chunks
         _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov)

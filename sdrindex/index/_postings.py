@@ -56,7 +56,7 @@ def _merge_postings(indptr_a, ids_a, indptr_b, ids_b):
     return indptr, ids
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scatter(q_packed, indptr, ids, id_offset, counts):
     """counts[id - id_offset] += 1 for every id in the posting lists of the query's active bits."""
     for j in range(q_packed.shape[0]):
@@ -70,7 +70,7 @@ def _scatter(q_packed, indptr, ids, id_offset, counts):
                     counts[ids[p] - id_offset] += 1
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _count_at_least(counts, n, v):
     """#{i < n : counts[i] >= v} (a branch-free pass the compiler vectorises)."""
     total = 0
@@ -79,7 +79,7 @@ def _count_at_least(counts, n, v):
     return total
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _top_k_counts(counts, n, k, ties, out_ids, out_ov, id_offset):
     """out = the min(k, n) best (counts[i] desc, i asc) of counts[:n], in order; counts reset to 0.
 
@@ -129,7 +129,7 @@ def _top_k_counts(counts, n, k, ties, out_ids, out_ov, id_offset):
     return kk
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _posting_cost(q_packed, indptr):
     """sum of the posting list lengths of the query's active bits."""
     cost = 0

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._store import data_error
-from ..sdr import overlap_words, to_words
+from ..sdr import overlap_words, readonly, to_words
 from ._postings import Buffer, Postings, _posting_cost, _scatter, _top_k_counts, n_words
 from .backend import Prepared
 from .format import check_csr
@@ -49,7 +49,7 @@ class ExactArrays(NamedTuple):
 # =========================================================================== kernels
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True, nogil=True)
 def _exact_one(q, qw, x, k, counts, ties, out_ids, out_ov):
     """Exact top k of one query over items 0..x.n-1 (set a, then set b), -1 padded.
 
@@ -86,7 +86,8 @@ def _exact_serial(queries, q_words, k, counts, out_ids, out_ov, *arrays):
     arrays on its fast path and a namedtuple on a slow one.
     """
     x = ExactArrays(*arrays)
-    _exact_batch(queries, q_words, x, k, counts, 0, queries.shape[0], out_ids, out_ov)
+    lo = np.int64(0)  # not a literal: one compiled _exact_batch for both paths
+    _exact_batch(queries, q_words, x, k, counts, lo, queries.shape[0], out_ids, out_ov)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -95,7 +96,8 @@ def _exact_parallel(queries, q_words, x, k, n_chunks, out_ids, out_ov):
     nq = queries.shape[0]
     for c in numba.prange(n_chunks):
         counts = np.zeros(x.n, dtype=np.int32)
-        lo, hi = c * nq // n_chunks, (c + 1) * nq // n_chunks
+        # int64 bounds: prange's unsigned index would compile _exact_batch a second time
+        lo, hi = np.int64(c) * nq // n_chunks, (np.int64(c) + 1) * nq // n_chunks
         _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov)
 
 
@@ -178,7 +180,8 @@ class ExactBackend:
     @cached_property
     def _kernel_arrays(self) -> ExactArrays:
         a, b = self.main, self.buffer.postings
-        return ExactArrays(a.indptr, a.ids, self.words, b.indptr, b.ids, self.n_items)
+        arrays = (a.indptr, a.ids, self.words, b.indptr, b.ids)
+        return ExactArrays(*(readonly(x) for x in arrays), self.n_items)
 
     def _counts(self, n: int) -> NDArray[np.int32]:
         """This thread's zeroed counter array of length >= n (the kernels leave it zeroed)."""

@@ -306,6 +306,10 @@ class SDRIndex:
             raise ParameterError(f"k must be an integer >= 1, got {k!r}")
         k = int(k)
         queries = self._query_packed(sdrs)
+        if not queries.flags.writeable:
+            # numba compiles a kernel once per array type and read-only is another type:
+            # every caller (a memory-mapped table row too) meets the one compiled version
+            queries = queries.copy()
         state = self._state  # one snapshot for the whole call
         nq = queries.shape[0]
         if nq == 0:

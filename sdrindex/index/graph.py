@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from .._store import data_error
 from ..errors import DataError, ParameterError
-from ..sdr import n_bytes, to_csr, to_words, validate
+from ..sdr import n_bytes, readonly, to_csr, to_words, validate
 from ._builder import GraphBuilder
 from ._graph_build import (
     _EXACT_KNN_BELOW,
@@ -109,11 +109,13 @@ class GraphBackend:
     def kernel_arrays(self) -> GraphArrays:
         """The structures as the search kernels read them."""
         buf = self.buffer.postings
-        return GraphArrays(
+        arrays = (
             self.words, self.vbits, self.indptr, self.indices, self.entries, self.bit_entries,
-            self.group_ptr, self.group_ids, buf.indptr, buf.ids, self.max_degree,
-            self.n_graph_items, buf.n,
+            self.group_ptr, self.group_ids, buf.indptr, buf.ids,
         )  # fmt: skip
+        return GraphArrays(
+            *(readonly(a) for a in arrays), self.max_degree, self.n_graph_items, buf.n
+        )
 
     @property
     def n_graph_items(self) -> int:
