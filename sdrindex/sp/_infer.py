@@ -121,7 +121,8 @@ def infer_small(X, handle, use_boost, path, out_packed):
     ``handle`` is an :class:`~._structs.InferHandle` (model and boost factors)."""
     model = handle.model
     use_bits = use_bits_path(X, model, path)
-    infer_rows(X, 0, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
+    start = np.int64(0)  # not a literal: one compiled infer_rows for every path
+    infer_rows(X, start, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
 
 
 @nb.njit(**_NJIT)
@@ -139,7 +140,8 @@ def infer_batch(X, handle, use_boost, path, out_packed):
     # tuple captured in its body)
     use_bits = use_bits_path(X, handle.model, path)
     for ch in nb.prange((X.shape[0] + CHUNK - 1) // CHUNK):
-        infer_chunk(X, ch, handle, use_boost, use_bits, out_packed)
+        # an int64 chunk: prange's unsigned index would compile infer_chunk twice
+        infer_chunk(X, np.int64(ch), handle, use_boost, use_bits, out_packed)
 
 
 @nb.njit(parallel=True, **_NJIT)

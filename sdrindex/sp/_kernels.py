@@ -210,7 +210,7 @@ def inhibit_global(vals, num_active, stim, out):
     if k <= 0:
         return 0
     cand = np.empty(n, np.int64)
-    nc = 0
+    nc = np.int64(0)  # not a literal: one compiled kth_largest_key
     lowest = vals[0]
     for c in range(n):
         v = vals[c]
@@ -370,10 +370,11 @@ def finish_column(c, state, params):
 
 
 @nb.njit(**_NJIT)
-def adapt_and_finish_column(c, x, state, params):
-    """``adapt_synapses`` and ``finish_column`` of one winner in a single pass, for
-    stimulus_threshold <= 0 (the raise to threshold between them cannot trigger):
-    p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed."""
+def adapt_and_finish_column(c, x, state, params, spare):
+    """``adapt_synapses``, the raise to threshold and ``finish_column`` of one winner in one
+    pass: p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed. The clipped
+    values wait in ``spare`` (length >= the pool) for the rare column left with fewer than
+    stim connected synapses, which is redone the long way: restored, raised, finished."""
     perm = state.perm
     pot_idx = state.pot_idx
     inc = params.inc
@@ -382,8 +383,10 @@ def adapt_and_finish_column(c, x, state, params):
     trim = params.trim
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    k = state.pot_ptr[c]
+    a = state.pot_ptr[c]
     b = state.pot_ptr[c + 1]
+    k = a
+    connected = 0
     for w in range(state.conn_bits.shape[0]):
         word = np.uint64(0)
         end = (w + 1) << 6
@@ -391,11 +394,18 @@ def adapt_and_finish_column(c, x, state, params):
             i = np.intp(pot_idx[k])
             p = perm[k] + (inc if x[i] != 0 else neg_dec)
             p = min(max(p, zero), one)
+            spare[k - a] = p
+            connected += p > conn_thr
             p = zero if p < trim else p
             perm[k] = p
             word |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
             k += 1
         state.conn_bits[w, c] = word
+    if connected < params.stim:
+        for k in range(a, b):
+            perm[k] = spare[k - a]
+        raise_to_threshold(c, state, params, connected)
+        finish_column(c, state, params)
 
 
 @nb.njit(**_NJIT)
@@ -478,6 +488,7 @@ def new_work(n_words, n_cols):
         np.zeros(n_cols, np.bool_),
         np.zeros(n_cols, np.bool_),
         np.zeros(n_cols, np.float32),
+        np.zeros(n_words << 6, np.float32),
     )
 
 
@@ -516,27 +527,11 @@ def inhibit_columns(vals, density, radius, params, nbr, work):
 def adapt_synapses(x, m, state, params, work):
     """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
     clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``."""
-    perm = state.perm
-    pot_ptr = state.pot_ptr
-    inc = params.inc
-    neg_dec = -params.dec
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
     work.is_win[:] = False
     for w in range(m):
         c = work.winners[w]
         work.is_win[c] = True
-        if params.stim <= 0:
-            adapt_and_finish_column(c, x, state, params)
-            continue
-        connected = 0
-        for k in range(pot_ptr[c], pot_ptr[c + 1]):
-            p = perm[k] + (inc if x[np.intp(state.pot_idx[k])] != 0 else neg_dec)
-            p = min(max(p, zero), one)
-            perm[k] = p
-            connected += p > params.conn_thr
-        raise_to_threshold(c, state, params, connected)
-        finish_column(c, state, params)
+        adapt_and_finish_column(c, x, state, params, work.spare)
 
 
 @nb.njit(**_NJIT)
@@ -562,7 +557,7 @@ def bump_up_weak_columns(state, params):
         if state.overlap_duty[c] < state.min_overlap_duty[c]:
             for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
                 state.perm[k] = state.perm[k] + params.below_inc
-            update_column(c, state, params, False)
+            finish_column(c, state, params)  # update_column without the raise
 
 
 @nb.njit(**_NJIT_GIL)

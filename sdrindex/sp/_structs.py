@@ -103,6 +103,7 @@ class Work(NamedTuple):
     is_win: NDArray[np.bool_]  # (C,)
     flag: NDArray[np.bool_]  # (C,) local inhibition: chosen so far
     gather: NDArray[np.float32]  # (C,) a neighbourhood's active duty cycles
+    spare: NDArray[np.float32]  # (64 W,) a winner's clipped permanences before the trim
 
 
 class InferModel(NamedTuple):

@@ -696,7 +696,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             arr = sdrs if type(sdrs) is np.ndarray else np.asarray(sdrs)
             single = arr.ndim == 1
             packed = sdr.validate(arr, n_col, "sdrs")
-        weights = self._backprojection_weights(bool(weighted))
+        # read-only views: one compiled kernel whether the arrays are mapped or in memory
+        packed = sdr.readonly(packed)
+        weights = sdr.readonly(self._backprojection_weights(bool(weighted)))
         if packed.shape[0] < SERIAL_BACKPROJECTION_ROWS:
             out = I.back_project_serial(packed, n_col, weights)
         else:
