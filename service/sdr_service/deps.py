@@ -19,9 +19,11 @@ import orjson
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
+from sdr_service.errors import ApiError, from_library
 from sdr_service.metrics import Metrics
 from sdr_service.settings import Settings
-from sdr_service.state import BundleService
+from sdr_service.state import BundleService, public_text
+from sdrindex.errors import SDRIndexError
 
 
 def dumps(obj: Any) -> bytes:
@@ -37,7 +39,10 @@ def json_response(body: bytes | Any, status: int = 200) -> Response:
 
 
 class Runner:
-    """Runs the routes' CPU work in worker threads, at most ``settings.threads`` at once."""
+    """Runs the routes' CPU work in worker threads, at most ``settings.threads`` at once.
+
+    Errors raised there are answered without filesystem paths (:func:`public_text`).
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -52,7 +57,15 @@ class Runner:
         import numba
 
         numba.set_num_threads(min(self.settings.numba_threads, numba.config.NUMBA_NUM_THREADS))
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except ApiError as exc:
+            exc.detail = public_text(exc.detail, self.settings.bundle)
+            raise
+        except SDRIndexError as exc:
+            # The library's messages name files by their absolute paths: the answer may not.
+            api = from_library(exc)
+            raise ApiError(api.status, public_text(api.detail, self.settings.bundle)) from exc
         if endpoint is None:
             return out
         if isinstance(out, tuple):  # (body, stage timings)

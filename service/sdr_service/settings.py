@@ -61,6 +61,28 @@ class Settings(BaseSettings):
         "(the first load always verifies)",
     )
 
+    retry_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="seconds before a failed bundle load is first retried (start-up or a new "
+        "version); doubled after each further failure",
+    )
+    retry_backoff_max_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="the longest wait between two attempts to load a failing bundle; the worker "
+        "keeps retrying at this pace and never gives up",
+    )
+    reload_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="how long a request waits for another request's load of a new version "
+        "before it answers from the previous one",
+    )
+
     @field_validator("api_key")
     @classmethod
     def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:

@@ -11,14 +11,26 @@ Writes (``POST /v1/items``) never touch the served snapshot: the writer loads a 
 copy of the newest version, adds to it and saves it as a new version (atomic, see
 :mod:`sdrindex.bundle`), under a lock file that serialises the service's writers across
 worker processes, then switches to that version.
+
+A load that fails is remembered and retried with exponential backoff (:class:`Backoff`),
+never by every request: at start-up the loader thread keeps retrying (``/readyz`` answers
+503 with the reason and ``Retry-After`` meanwhile, and turns 200 by itself once the bundle
+loads); a new version that does not load leaves the worker serving the last good snapshot,
+and one background attempt per backoff period tries it again.
+
+Answers go to anyone who asks, so what they say about the bundle names it by its folder
+name and version, never by its absolute path (:func:`public_text`); the log keeps the paths.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,13 +42,96 @@ from numpy.typing import NDArray
 from sdr_service.errors import ApiError
 from sdr_service.settings import Settings
 from sdrindex.bundle import CURRENT, Bundle, resolve_version, update_lock
-from sdrindex.errors import BundleError, SDRIndexError
+from sdrindex.errors import SDRIndexError
 from sdrindex.sdr import overlap
 
 log = logging.getLogger("service")
 
 #: Methods that read only the SP and the decoder arrays (kept across versions sharing them).
 _SP_ONLY = ("backprojection", "decoder")
+
+#: An absolute path in a message: a "/" not preceded by a word, a dot or another "/" (which
+#: leaves URLs and relative paths alone), up to a space, quote, bracket or colon.
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"()<>,;:|*?]+")
+
+#: Attempts at loading a new version that keeps moving while it is read (a writer replaced
+#: it again) before the worker gives up until the next request.
+_MOVING_TRIES = 3
+
+
+def public_text(text: str, root: str | Path) -> str:
+    """``text`` without absolute filesystem paths, for answers to unauthenticated clients.
+
+    Paths inside the bundle start at its folder name (``mnist/v-.../manifest.json``); any
+    other absolute path is shortened to its last part. The server log keeps the full paths.
+
+    Parameters
+    ----------
+    text : str
+        A message (an error's text, a reason).
+    root : str or Path
+        The bundle directory the service serves.
+
+    Returns
+    -------
+    str
+        The message, its paths made relative to the bundle's folder or shortened.
+    """
+    root = Path(root)
+    name = root.name or "bundle"
+    for prefix in sorted({str(root.absolute()), str(root.resolve())}, key=len, reverse=True):
+        if len(prefix) > 1:
+            text = text.replace(prefix, name)
+
+    def shorten(m: re.Match[str]) -> str:
+        path = m.group(0)
+        top = path.split("/", 2)[1]
+        if not top or not os.path.isdir("/" + top):
+            return path  # not a file's path (an API route such as /v1/items)
+        return os.path.basename(path.rstrip("/")) or path
+
+    return _ABS_PATH.sub(shorten, text)
+
+
+def _when(seconds: float) -> str:
+    return f"next attempt in {math.ceil(seconds)} s" if seconds > 0 else "retrying now"
+
+
+class Backoff:
+    """When to try a failing load again: ``first``, 2x, 4x ... seconds, at most ``cap``.
+
+    Parameters
+    ----------
+    first, cap : float
+        The first delay and the longest one (seconds).
+    clock : callable
+        Monotonic seconds (``time.monotonic``; tests pass a clock they move by hand).
+    """
+
+    def __init__(self, first: float, cap: float, clock: Callable[[], float]) -> None:
+        self.first = first
+        self.cap = max(cap, first)
+        self.clock = clock
+        self.failures = 0
+        self.next_at = 0.0
+
+    def failed(self) -> float:
+        """Count a failure; the delay (seconds) until the next attempt is due."""
+        self.failures += 1
+        delay = min(self.cap, self.first * 2.0 ** min(self.failures - 1, 60))
+        self.next_at = self.clock() + delay
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.next_at = 0.0
+
+    def remaining(self) -> float:
+        """Seconds until the next attempt is due (0 when it is)."""
+        return max(0.0, self.next_at - self.clock())
+
+    def due(self) -> bool:
+        return self.clock() >= self.next_at
 
 
 @dataclass
@@ -104,9 +199,10 @@ def _settle_heap(collect: bool) -> None:
 class Deferred:
     """A reconstructor built on first use (or by the background warm-up after ready)."""
 
-    def __init__(self, name: str, factory: Any) -> None:
+    def __init__(self, name: str, factory: Any, public: Callable[[str], str] = str) -> None:
         self.name = name
         self._factory = factory
+        self._public = public  # the error as answers show it (no filesystem paths)
         self._lock = threading.Lock()
         self._value: Any = None
         self._error: str | None = None
@@ -125,7 +221,8 @@ class Deferred:
                 try:
                     self._value = self._factory()
                 except (SDRIndexError, ValueError) as exc:
-                    self._error = str(exc)
+                    log.warning("method %s unavailable: %s", self.name, exc)
+                    self._error = self._public(str(exc))
             if self._error is not None:
                 raise ApiError(
                     422, f"method {self.name!r} is not available for this bundle: {self._error}"
@@ -134,18 +231,34 @@ class Deferred:
 
 
 class BundleService:
-    """Holds the served bundle of one worker process."""
+    """Holds the served bundle of one worker process.
 
-    def __init__(self, settings: Settings) -> None:
+    Parameters
+    ----------
+    settings : Settings
+        The bundle directory, the limits, the retry backoff.
+    clock : callable, optional
+        Monotonic seconds deciding when a failed load is due again (tests move it by hand).
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.root = Path(settings.bundle)
-        self.status = "starting"  # starting -> loading -> ready | failed
-        self.reason: str | None = "the service is starting"
-        self.reload_error: str | None = None
+        self.status = "starting"  # starting -> loading -> ready | failed (retried) -> ready
+        self._cause: str | None = "the service is starting"
         self.started_at = time.time()
         self.ready_at: float | None = None
         self._loaded: Loaded | None = None
         self._linked = True  # the bundle path has a `current` link (not a version dir)
+        self._clock = clock
+        self._start_backoff = self._backoff()
+        #: The newest version that failed to load (None: none failed), and why (public text).
+        self._failed_target: str | None = None
+        self._reload_cause: str | None = None
+        self._reload_backoff = self._backoff()
+        self._retrying = False  # a background retry of the failed version runs
+        self._retry_guard = threading.Lock()
+        self._closed = threading.Event()
         self._reload_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._samples_lock = threading.Lock()
@@ -153,26 +266,50 @@ class BundleService:
         #: Serialises numba's parallel kernels when its threading layer is not thread-safe.
         self.compute_lock: threading.Lock | None = None
 
+    def _backoff(self) -> Backoff:
+        s = self.settings
+        return Backoff(s.retry_backoff_s, s.retry_backoff_max_s, self._clock)
+
+    @property
+    def name(self) -> str:
+        """The bundle's folder name: how answers refer to it (never its absolute path)."""
+        return self.root.name or "bundle"
+
+    def public(self, text: str) -> str:
+        """``text`` fit for an answer: :func:`public_text` for this bundle."""
+        return public_text(text, self.root)
+
     # ------------------------------------------------------------------ start-up
 
     def start(self) -> None:
-        """Load and warm the bundle (run in a background thread at start-up)."""
-        self.status, self.reason = "loading", f"loading the bundle {self.root}"
-        t0 = time.perf_counter()
-        try:
-            vdir = resolve_version(self.root)
-            self._linked = vdir.resolve() != self.root.resolve()
-            bundle = Bundle.load(self.root, verify=True)
-            loaded = self._prepare(bundle, previous=None)
-            self._warm(loaded, check=True)
-            _settle_heap(collect=True)
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz, the worker stays up
-            log.exception("could not load the bundle %s", self.root)
-            self.status, self.reason = "failed", f"could not load the bundle {self.root}: {exc}"
-            return
+        """Load and warm the bundle (the loader thread); retry with backoff until it loads.
+
+        A worker whose load fails stays up and keeps trying (its socket keeps taking
+        connections: they get 503 with the reason and ``Retry-After``), at most every
+        ``retry_backoff_max_s`` seconds, so it recovers by itself once the bundle is fixed.
+        """
+        self.status, self._cause = "loading", f"loading the bundle {self.name}"
+        while True:
+            t0 = time.perf_counter()
+            try:
+                loaded = self._load_first()
+                break
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz; retried below
+                delay = self._start_backoff.failed()
+                log.exception(
+                    "could not load the bundle %s (failure %d); retrying in %.1f s",
+                    self.root,
+                    self._start_backoff.failures,
+                    delay,
+                )
+                self._cause = f"could not load the bundle {self.name}: {self.public(str(exc))}"
+                self.status = "failed"
+            if not self._wait_due(self._start_backoff):
+                return
         self._loaded = loaded
         self.ready_at = time.time()
-        self.status, self.reason = "ready", None
+        self.status, self._cause = "ready", None
+        self._start_backoff.reset()
         log.info(
             "bundle %s (%s, %d items) loaded and warmed in %.2f s",
             self.root,
@@ -183,6 +320,66 @@ class BundleService:
         self.build_deferred(loaded)
         self.warm_batches(loaded)
         _settle_heap(collect=False)
+
+    def _load_first(self) -> Loaded:
+        """One attempt at the start-up load: verified, prepared, single-query paths warmed."""
+        vdir = resolve_version(self.root)
+        self._linked = vdir.resolve() != self.root.resolve()
+        bundle = Bundle.load(self.root, verify=True)
+        loaded = self._prepare(bundle, previous=None)
+        self._warm(loaded, check=True)
+        _settle_heap(collect=True)
+        return loaded
+
+    def _wait_due(self, backoff: Backoff) -> bool:
+        """Wait until ``backoff``'s next attempt is due; False once :meth:`close` was called."""
+        while not backoff.due():
+            # Short waits: the clock, not the wait, decides (a test's clock jumps).
+            if self._closed.wait(min(0.5, max(0.01, backoff.remaining()))):
+                return False
+        return not self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop retrying failed loads (the app's shutdown)."""
+        self._closed.set()
+
+    @property
+    def reason(self) -> str | None:
+        """Why the worker is not ready (None when it is), for ``/readyz`` and 503 answers."""
+        cause = self._cause
+        if cause is None or self.status != "failed":
+            return cause
+        b = self._start_backoff
+        return f"{cause}; {_when(b.remaining())} (failed {b.failures} time(s))"
+
+    def retry_after(self) -> str:
+        """Seconds a client should wait before asking again (``Retry-After``)."""
+        if self.status == "failed":
+            return str(max(1, math.ceil(self._start_backoff.remaining())))
+        return "2"
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why the newest version is not served (None when it is), with the next attempt."""
+        cause = self._reload_cause
+        if cause is None:
+            return None
+        b = self._reload_backoff
+        when = _when(0.0 if self._retrying else b.remaining())
+        return f"{cause}; still serving the previous version; {when} (failed {b.failures} time(s))"
+
+    def reload_state(self) -> dict[str, Any] | None:
+        """The failed reload, for ``/v1/info`` (None when the newest version is served)."""
+        if self._reload_cause is None:
+            return None
+        b = self._reload_backoff
+        return {
+            "failed_version": self._failed_target,
+            "error": self._reload_cause,
+            "failures": b.failures,
+            "retry_in_s": round(b.remaining(), 3),
+            "retrying": self._retrying,
+        }
 
     def warm_batches(self, loaded: Loaded) -> None:
         """Run the batch paths once (after ready: a batch request meanwhile just waits)."""
@@ -225,18 +422,19 @@ class BundleService:
                 continue
             if name == "backprojection" and "backprojection_connected_scale" not in dec:
                 # Calibrated when made (seconds): build it after the service is ready.
-                recs[name] = Deferred(name, partial(make_reconstructor, name, bundle, **params))
+                factory = partial(make_reconstructor, name, bundle, **params)
+                recs[name] = Deferred(name, factory, public=self.public)
                 continue
             try:
                 recs[name] = make_reconstructor(name, bundle, **params)
             except (SDRIndexError, ValueError) as exc:
-                unavailable[name] = str(exc)
+                unavailable[name] = self.public(str(exc))
         labeler, label_method = self._labeler(bundle)
         images = np.asarray(bundle.table.images)
         dims = tuple(int(d) for d in bundle.sp.column_dimensions)
         return Loaded(
             bundle=bundle,
-            version=Path(bundle.path).name if bundle.path else str(self.root),
+            version=Path(bundle.path).name if bundle.path else self.name,
             n_columns=int(bundle.sp.n_columns),
             image_shape=(int(images.shape[1]), int(images.shape[2])),
             column_dims=dims,
@@ -298,52 +496,107 @@ class BundleService:
         return self.status == "ready" and self._loaded is not None
 
     def current(self) -> Loaded:
-        """The snapshot to answer with: the newest version of the bundle."""
+        """The snapshot to answer with: the newest version of the bundle that loads.
+
+        A new version is loaded by the first request that sees it (the others wait for it,
+        at most ``reload_wait_s``), so an item added through any worker is found by the next
+        query to every worker. A version that failed to load is not tried again by the
+        requests: they answer from the snapshot, and one background attempt per backoff
+        period retries it.
+        """
         loaded = self._loaded
         if loaded is None or self.status != "ready":
-            raise ApiError(503, f"not ready: {self.reason}", {"Retry-After": "2"})
-        if self._linked:
-            try:
-                target = os.readlink(self.root / CURRENT)
-            except OSError:
+            raise ApiError(503, f"not ready: {self.reason}", {"Retry-After": self.retry_after()})
+        if not self._linked:
+            return loaded
+        target = self._target()
+        if target is None or target == loaded.version:
+            return loaded
+        if target == self._failed_target:
+            self._retry_soon()
+            return loaded
+        if not self._reload_lock.acquire(timeout=self.settings.reload_wait_s):
+            return self._loaded or loaded  # another load is slow: answer from the snapshot
+        try:
+            loaded = self._loaded or loaded
+            target = self._target()
+            if target is None or target in (loaded.version, self._failed_target):
+                return loaded  # loaded (or failed) by another thread while this one waited
+            return self._try_reload(loaded)
+        finally:
+            self._reload_lock.release()
+
+    def _target(self) -> str | None:
+        """The version the bundle's ``current`` link names (one ``readlink``)."""
+        try:
+            return os.path.basename(os.readlink(self.root / CURRENT))
+        except OSError:
+            return None
+
+    def _retry_soon(self) -> None:
+        """Start one background retry of the failed version when its backoff is over."""
+        if self._retrying or not self._reload_backoff.due():
+            return
+        with self._retry_guard:
+            if self._retrying:
+                return
+            self._retrying = True
+        threading.Thread(target=self._retry_reload, name="bundle-reload", daemon=True).start()
+
+    def _retry_reload(self) -> None:
+        try:
+            with self._reload_lock:
+                loaded = self._loaded
+                if loaded is not None and not self._closed.is_set():
+                    self._try_reload(loaded)
+        finally:
+            self._retrying = False
+
+    def _try_reload(self, loaded: Loaded) -> Loaded:
+        """Load the version ``current`` names and switch to it (``_reload_lock`` held).
+
+        On failure the version is remembered with its error and the snapshot keeps serving.
+        """
+        for _ in range(_MOVING_TRIES):
+            target = self._target()
+            if target is None or target == loaded.version:
                 return loaded
-            if os.path.basename(target) != loaded.version:
-                loaded = self._reload()
+            try:
+                bundle = Bundle.load(self.root, verify=self.settings.verify_on_reload)
+                new = self._prepare(bundle, previous=loaded)
+                self._warm(new, check=False)
+            except Exception as exc:  # noqa: BLE001 - the snapshot serves; retried with backoff
+                if self._target() != target:
+                    continue  # a writer replaced the version while it was read: load the newer
+                self._reload_failed(target, exc, loaded)
+                return loaded
+            self._switch(new)
+            return new
         return loaded
 
-    def _reload(self) -> Loaded:
-        with self._reload_lock:
-            loaded = self._loaded
-            assert loaded is not None
-            try:
-                target = os.path.basename(os.readlink(self.root / CURRENT))
-            except OSError:
-                return loaded
-            if target == loaded.version:
-                return loaded  # another thread reloaded while this one waited
-            last: Exception | None = None
-            for _attempt in range(5):
-                try:
-                    bundle = Bundle.load(self.root, verify=self.settings.verify_on_reload)
-                    new = self._prepare(bundle, previous=loaded)
-                    self._warm(new, check=False)
-                except (BundleError, OSError) as exc:
-                    # A writer may have removed the version between resolving and reading.
-                    last = exc
-                    time.sleep(0.05)
-                    continue
-                self._loaded = new
-                self.reload_error = None
-                _settle_heap(collect=False)
-                if any(
-                    isinstance(r, Deferred) and not r.built for r in new.reconstructors.values()
-                ):
-                    threading.Thread(target=self.build_deferred, args=(new,), daemon=True).start()
-                log.info("switched to bundle version %s (%d items)", new.version, new.n_items)
-                return new
-            self.reload_error = f"could not load the new version {target}: {last}"
-            log.error("%s; still serving %s", self.reload_error, loaded.version)
-            return loaded
+    def _reload_failed(self, target: str, exc: Exception, loaded: Loaded) -> None:
+        if target != self._failed_target:
+            self._reload_backoff.reset()
+        delay = self._reload_backoff.failed()
+        self._failed_target = target
+        self._reload_cause = f"could not load the new version {target}: {self.public(str(exc))}"
+        log.error(
+            "could not load the new version %s of %s (%s); still serving %s; retrying in %.1f s",
+            target,
+            self.root,
+            exc,
+            loaded.version,
+            delay,
+        )
+
+    def _switch(self, new: Loaded) -> None:
+        self._loaded = new
+        self._failed_target, self._reload_cause = None, None
+        self._reload_backoff.reset()
+        _settle_heap(collect=False)
+        if any(isinstance(r, Deferred) and not r.built for r in new.reconstructors.values()):
+            threading.Thread(target=self.build_deferred, args=(new,), daemon=True).start()
+        log.info("switched to bundle version %s (%d items)", new.version, new.n_items)
 
     def encode(self, loaded: Loaded, images: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Images (n, H, W) uint8 -> packed SDRs (n, ceil(n_columns / 8)): ``Bundle.encode``."""
@@ -369,7 +622,7 @@ class BundleService:
         if not self._linked:
             raise ApiError(
                 409,
-                f"{self.root} is a single bundle version, not a bundle directory with a "
+                f"{self.name} is a single bundle version, not a bundle directory with a "
                 "`current` link: the service cannot add to it",
             )
         with self._write_lock, update_lock(self.root):

@@ -21,8 +21,11 @@ def info_answer(svc: BundleService) -> dict[str, Any]:
     """The answer of ``/v1/info``: the bundle, its methods, the limits."""
     loaded = svc.current()
     s = svc.settings
+    summary = loaded.bundle.summary()
+    # The bundle by its folder and version, never its absolute path (anyone may ask).
+    summary["path"] = svc.public(str(summary["path"] or svc.root))
     return {
-        "bundle": loaded.bundle.summary(),
+        "bundle": summary,
         "version": loaded.version,
         "methods": loaded.methods(),
         "label_method": loaded.label_method,
@@ -37,6 +40,7 @@ def info_answer(svc: BundleService) -> dict[str, Any]:
         },
         "writes_enabled": s.writes_enabled,
         "reload_error": svc.reload_error,
+        "reload": svc.reload_state(),
     }
 
 
@@ -90,10 +94,16 @@ def router(settings: Settings) -> APIRouter:
 
     @api.get("/readyz", response_model=schemas.StatusResponse, tags=["health"])
     async def readyz(svc: Service) -> Response:
-        """200 once the bundle is loaded and the index warmed; 503 before (or on failure)."""
+        """200 once the bundle is loaded and the index warmed; 503 before (or while a failed
+        load is retried, with the reason and ``Retry-After``). Ready with a newer version that
+        does not load: 200 (the previous one serves), the reload error in ``detail``."""
         if svc.ready():
-            return json_response({"status": "ready", "detail": None, "pid": os.getpid()})
-        return json_response({"status": svc.status, "detail": svc.reason, "pid": os.getpid()}, 503)
+            body = {"status": "ready", "detail": svc.reload_error, "pid": os.getpid()}
+            return json_response(body)
+        body = {"status": svc.status, "detail": svc.reason, "pid": os.getpid()}
+        response = json_response(body, 503)
+        response.headers["Retry-After"] = svc.retry_after()
+        return response
 
     @api.get("/metrics", response_class=Response, tags=["health"])
     async def prometheus(threads: Threads, metrics: Meters) -> Response:
