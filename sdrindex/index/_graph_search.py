@@ -338,15 +338,3 @@ def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out
     nq = q_packed.shape[0]
     lo = np.int64(0)  # not a literal: one compiled _graph_batch for both paths
     _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, nq, out_ids, out_ov)
-
-
-@numba.njit(cache=True, parallel=True)
-def _graph_parallel(
-    q_packed, q_words, g, k, pool, epsilon, max_entries, n_chunks, out_ids, out_ov
-):  # fmt: skip
-    """Row i of out = top k of query i (see _graph_query_one); chunks of queries in parallel."""
-    nq = q_packed.shape[0]
-    for c in numba.prange(n_chunks):
-        # int64 bounds: prange's unsigned index would compile _graph_batch a second time
-        lo, hi = np.int64(c) * nq // n_chunks, (np.int64(c) + 1) * nq // n_chunks
-        _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov)

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._store import data_error
+from .._threads import run_ranges
 from ..sdr import overlap_words, readonly, to_words
 from ._postings import Buffer, Postings, _posting_cost, _scatter, _top_k_counts, n_words
 from .backend import Prepared
@@ -88,17 +89,6 @@ def _exact_serial(queries, q_words, k, counts, out_ids, out_ov, *arrays):
     x = ExactArrays(*arrays)
     lo = np.int64(0)  # not a literal: one compiled _exact_batch for both paths
     _exact_batch(queries, q_words, x, k, counts, lo, queries.shape[0], out_ids, out_ov)
-
-
-@numba.njit(cache=True, parallel=True)
-def _exact_parallel(queries, q_words, x, k, n_chunks, out_ids, out_ov):
-    """Row i of out = exact top k of queries[i]; chunks of queries in parallel, own counters."""
-    nq = queries.shape[0]
-    for c in numba.prange(n_chunks):
-        counts = np.zeros(x.n, dtype=np.int32)
-        # int64 bounds: prange's unsigned index would compile _exact_batch a second time
-        lo, hi = np.int64(c) * nq // n_chunks, (np.int64(c) + 1) * nq // n_chunks
-        _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov)
 
 
 # =========================================================================== backend
@@ -172,7 +162,12 @@ class ExactBackend:
         x = self._kernel_arrays
         q_words = to_words(queries)
         if n_chunks > 1:
-            _exact_parallel(queries, q_words, x, k, n_chunks, out_ids, out_ov)
+
+            def rows(lo: int, hi: int) -> None:  # own counters per range
+                counts = np.zeros(x.n, dtype=np.int32)
+                _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov)
+
+            run_ranges(rows, nq, n_chunks)
         else:
             _exact_serial(queries, q_words, k, self._counts(x.n), out_ids, out_ov, *x)
         return out_ids, out_ov

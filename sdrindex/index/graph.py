@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._store import data_error
+from .._threads import run_ranges
 from ..errors import DataError, ParameterError
 from ..sdr import n_bytes, readonly, to_csr, to_words, validate
 from ._builder import GraphBuilder
@@ -43,7 +44,7 @@ from ._graph_build import (
     compile_nn_descent,
     knn_graph,
 )
-from ._graph_search import GraphArrays, _graph_parallel, _graph_serial
+from ._graph_search import GraphArrays, _graph_batch, _graph_serial
 from ._postings import Buffer, _build_postings, n_words
 from .backend import Prepared
 from .format import check_csr
@@ -203,7 +204,11 @@ class GraphBackend:
         q_words, g = to_words(queries), self.kernel_arrays
         search = (k, max(ef, k), epsilon, int(params["n_entry_points"]))
         if n_chunks > 1:
-            _graph_parallel(queries, q_words, g, *search, n_chunks, out_ids, out_ov)
+            run_ranges(
+                lambda lo, hi: _graph_batch(queries, q_words, g, *search, lo, hi, out_ids, out_ov),
+                nq,
+                n_chunks,
+            )
         else:
             _graph_serial(queries, q_words, *search, out_ids, out_ov, *g)
         return out_ids, out_ov

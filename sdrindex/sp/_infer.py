@@ -2,8 +2,8 @@
 
 Inference reads an :class:`~._structs.InferModel` (the plan built once per learned state)
 and never changes the state. Small batches run on the calling thread (:func:`infer_rows`,
-no thread-pool wake-up: on a shared machine that costs milliseconds); larger ones in
-parallel chunks (:func:`infer_batch`).
+no thread-pool wake-up: on a shared machine that costs milliseconds); larger ones as
+ranges of rows on threads (``sdrindex._threads.run_ranges``), the same kernel on each.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ._kernels import inhibit_global, inhibit_global_counts, inhibit_local, over
 
 _NJIT = {"cache": True, "nogil": True}
 
-#: Rows per parallel chunk (and the most rows :func:`infer_rows` is used for alone).
+#: Rows per range run on a thread (and the most rows run on the calling thread alone).
 CHUNK = 256
 
 #: ``path`` arguments: choose by the cost model, or force one overlap method.
@@ -123,25 +123,6 @@ def infer_small(X, handle, use_boost, path, out_packed):
     use_bits = use_bits_path(X, model, path)
     start = np.int64(0)  # not a literal: one compiled infer_rows for every path
     infer_rows(X, start, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
-
-
-@nb.njit(**_NJIT)
-def infer_chunk(X, ch, handle, use_boost, use_bits, out_packed):
-    """:func:`infer_rows` on chunk ``ch`` (rows ch*CHUNK onwards) of ``X``."""
-    start = ch * CHUNK
-    stop = min(X.shape[0], start + CHUNK)
-    infer_rows(X, start, stop, handle.model, handle.boost, use_boost, use_bits, out_packed)
-
-
-@nb.njit(parallel=True, **_NJIT)
-def infer_batch(X, handle, use_boost, path, out_packed):
-    """:func:`infer_rows` over chunks of ``CHUNK`` rows of ``X`` in parallel."""
-    # (the parallel loop only sees the handle: numba's parfor lowering fails on a named
-    # tuple captured in its body)
-    use_bits = use_bits_path(X, handle.model, path)
-    for ch in nb.prange((X.shape[0] + CHUNK - 1) // CHUNK):
-        # an int64 chunk: prange's unsigned index would compile infer_chunk twice
-        infer_chunk(X, np.int64(ch), handle, use_boost, use_bits, out_packed)
 
 
 @nb.njit(parallel=True, **_NJIT)

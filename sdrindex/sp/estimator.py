@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from sdrindex import sdr
+from sdrindex._threads import n_threads, run_ranges
 from sdrindex.errors import ParameterError
 
 from . import _infer as I
@@ -631,8 +632,12 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             handle = cache.infer_handle = new_infer_handle(plan, self.boost_factors_)
             cache.infer_boost = self.boost_factors_
         out = np.zeros((X.shape[0], (cache.n_columns + 7) // 8), np.uint8)
-        kernel = I.infer_small if X.shape[0] <= I.CHUNK else I.infer_batch
-        kernel(X, handle, bool(boosted), path, out)
+        boosted = bool(boosted)
+        run_ranges(
+            lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi]),
+            X.shape[0],
+            min(-(-X.shape[0] // I.CHUNK), 4 * n_threads()),
+        )
         return out
 
     def transform(
