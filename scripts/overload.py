@@ -25,6 +25,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,30 +267,29 @@ def _worker_pids(url: str, workers: int, timeout: float) -> set[int]:
 
 
 def start_server(
-    bundle: Path, workers: int, env: dict[str, str], log: Path
+    bundle: Path, workers: int, env: dict[str, str], log: Path, server: str = "serve"
 ) -> tuple[subprocess.Popen, str]:
-    """``python -m sdr_service.serve`` on a free loopback port, in its own process group."""
+    """The service on a free loopback port, in its own process group.
+
+    ``server="serve"``: ``python -m sdr_service.serve`` (as in production).
+    ``server="uvicorn"``: uvicorn's own command line over the same app factory, with a
+    120 s worker health check: uvicorn's supervisor kills a worker that has not answered
+    its ping within 5 s, and on a machine loaded enough for a worker to take longer than
+    that to import, ``serve``'s workers are killed and restarted over and over.
+    """
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "sdr_service.serve",
-        "--bundle",
-        str(bundle),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-build",
-        "--log-level",
-        "info",
-    ]
+    where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if server == "serve":
+        cmd = [sys.executable, "-m", "sdr_service.serve", "--bundle", str(bundle), *where]
+        cmd += ["--no-build", "--log-level", "info"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "sdr_service.app:create_app"]
+        cmd += [*where, "--timeout-worker-healthcheck", "120", "--log-level", "info"]
+        env = {"SDRINDEX_BUNDLE": str(Path(bundle).resolve()), **env}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd, env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True
@@ -329,6 +329,69 @@ def _small_bundle(work: Path) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------- memory
+
+
+#: What uvicorn may hold of a request's body that the app has not taken (a rejected
+#: request's included, until its connection ends): it stops reading the connection above
+#: 64 KiB (HIGH_WATER_LIMIT), and asyncio hands it up to 256 KiB per read.
+UVICORN_BUFFER = 64 * 1024 + 256 * 1024
+
+
+def _vm(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _measure_decode(size: int) -> None:
+    """Print the peak RSS growth (MiB) of parsing and decoding one upload, in this process."""
+    from sdr_service.inputs import decode_upload, parse_multipart
+    from sdr_service.settings import Settings
+
+    limit = Settings().max_image_pixels
+    for body in (upload_body(30_000)[1], upload_body(size)[1]):  # the first warms up
+        before = max(_vm("VmRSS"), _vm("VmHWM"))
+        part = parse_multipart(body, "overload-boundary")[0]
+        try:
+            decode_upload(part.data, limit)
+        except Exception:  # noqa: BLE001 (an upload refused is a measurement too)
+            pass
+        del part
+    print(max(0.0, _vm("VmHWM") - before))
+
+
+def decode_working_set(size: int) -> float:
+    """The peak memory (MiB) one upload of ``size`` bytes takes while it is decoded."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure-decode", str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def warm_up(url: str, workers: int) -> None:
+    """A few small uploads over fresh connections, so that each worker's idle RSS includes
+    what its first requests build (reconstructors, Pillow's plugins)."""
+    host, port = url.removeprefix("http://").split(":")
+    ctype, data = upload_body(30_000)
+
+    async def go() -> None:
+        for _ in range(3):
+            await asyncio.gather(
+                *(
+                    _http(host, int(port), "POST", "/v1/reconstruct", data, ctype)
+                    for _ in range(4 * workers)
+                )
+            )
+
+    asyncio.run(go())
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -342,7 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=300)
     p.add_argument("--upload-mib", type=float, default=2.0)
     p.add_argument("--time-limit", type=float, default=180.0)
+    p.add_argument(
+        "--server",
+        choices=("serve", "uvicorn"),
+        default="serve",
+        help="sdrindex serve (default), or uvicorn's command line with a 120 s worker "
+        "health check (see start_server)",
+    )
+    p.add_argument("--measure-decode", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.measure_decode:
+        _measure_decode(args.measure_decode)
+        return 0
 
     from sdr_service.settings import Settings
 
@@ -351,15 +425,24 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     body = upload_body(int(args.upload_mib * MiB) - 1024)
     log = args.work / "server.log"
-    proc, url = start_server(bundle, args.workers, {}, log)
+    env = {}
+    if args.server == "uvicorn" and args.workers > 1:  # serve does this itself
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sdrindex-metrics-")
+    proc, url = start_server(bundle, args.workers, env, log, args.server)
     try:
         pids = _worker_pids(url, args.workers, timeout=300)
+        warm_up(url, args.workers)
         report = run(url, body, args.requests, args.concurrency, args.time_limit, pids)
         rejected = rejected_count(url)
     finally:
         stop_server(proc)
-    bound = settings.in_flight_limit * settings.max_body_bytes / MiB
-    print(f"server: {url}, {args.workers} workers, bundle {bundle}, log {log}")
+        if "PROMETHEUS_MULTIPROC_DIR" in env:
+            shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    bodies = settings.in_flight_limit * settings.max_body_bytes / MiB
+    decode = decode_working_set(len(body[1]))
+    buffers = args.concurrency * UVICORN_BUFFER / MiB
+    bound = bodies + settings.threads * decode + buffers
+    print(f"server: {args.server} {url}, {args.workers} workers, bundle {bundle}, log {log}")
     print(
         f"load: {args.requests} uploads of {len(body[1]) / MiB:.2f} MiB, {args.concurrency} "
         f"at once, {report.seconds:.1f} s"
@@ -371,8 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         f"slowest {1000 * report.slowest_ready_s:.0f} ms"
     )
     print(
-        f"bound per worker: {settings.in_flight_limit} in flight x "
-        f"{settings.max_body_bytes / MiB:.0f} MiB = {bound:.0f} MiB of held bodies above idle"
+        f"bound per worker above idle: {settings.in_flight_limit} in flight x "
+        f"{settings.max_body_bytes / MiB:.0f} MiB of bodies = {bodies:.0f} MiB, + "
+        f"{settings.threads} threads x {decode:.0f} MiB decoding one upload, + "
+        f"{args.concurrency} connections x 320 KiB read buffer = {buffers:.0f} MiB: "
+        f"{bound:.0f} MiB"
     )
     over = False
     for pid in sorted(pids):
