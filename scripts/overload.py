@@ -289,6 +289,7 @@ def start_server(
     else:
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "sdr_service.app:create_app"]
         cmd += [*where, "--timeout-worker-healthcheck", "120", "--log-level", "info"]
+        cmd += ["--no-access-log"]  # as serve
         env = {"SDRINDEX_BUNDLE": str(Path(bundle).resolve()), **env}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
