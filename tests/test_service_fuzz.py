@@ -245,3 +245,70 @@ def test_item_paths_never_5xx(fuzz_client, item, k, scale):
     item = quote(item, safe="")
     for url in (f"/v1/items/{item}", f"/v1/items/{item}/neighbors", f"/v1/items/{item}/image.png"):
         check(fuzz_client.get(url, params={"k": k, "scale": scale}))
+
+
+# --------------------------------------------------------------------------- parser limits
+
+KEYED = {"Authorization": "Bearer fuzz-key"}
+PIXELS = [[0] * 28 for _ in range(28)]
+
+
+def test_json_parser_limits_are_400(fuzz_client):
+    """Integers past Python's int-string limit and deep nesting: 400 with the reason."""
+    huge = b"1" * 5000  # more digits than sys.get_int_max_str_digits() (4,300)
+    bodies = [
+        ("digits", b'{"sdr": {"active": [' + huge + b'], "size": 6241}}'),
+        ("digits", b'{"items": [{"pixels": [], "label": ' + huge + b"}]}"),
+        ("nested", b"[" * 100_000 + b"]" * 100_000),
+    ]
+    for path in POSTS:
+        for words, body in bodies:
+            r = fuzz_client.post(
+                path, content=body, headers={"content-type": "application/json", **KEYED}
+            )
+            check(r)
+            assert r.status_code == 400 and words in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize(
+    "label",
+    [2**63, -(2**63) - 1, 2**62, 10**4000, -(2**64)],
+    ids=["2**63", "-2**63-1", "2**62", "10**4000", "-2**64"],
+)
+def test_huge_labels_are_422_before_numpy(fuzz_client, label):
+    """A label numpy cannot hold (authenticated write): 422, and nothing written."""
+    r = fuzz_client.post(
+        "/v1/items", json={"items": [{"pixels": PIXELS, "label": label}]}, headers=KEYED
+    )
+    check(r)
+    assert r.status_code == 422 and "label" in r.json()["detail"], r.text
+    files = {"image": ("d.png", PNG, "image/png")}
+    r = fuzz_client.post("/v1/items", files=files, data={"label": str(label)}, headers=KEYED)
+    check(r)
+    assert r.status_code == 422 and "label" in r.json()["detail"], r.text
+
+
+@FUZZ
+@given(label=st.integers(min_value=2**62) | st.integers(max_value=-(2**62)))
+def test_out_of_range_labels_never_5xx(fuzz_client, label):
+    r = fuzz_client.post(
+        "/v1/items", json={"items": [{"pixels": PIXELS, "label": label}]}, headers=KEYED
+    )
+    check(r)
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "item", [2**63, 2**64, -(2**63) - 1, 10**30], ids=["2**63", "2**64", "-2**63-1", "10**30"]
+)
+def test_huge_item_ids_are_404(fuzz_client, item):
+    for url in (f"/v1/items/{item}", f"/v1/items/{item}/neighbors", f"/v1/items/{item}/image.png"):
+        r = fuzz_client.get(url)
+        check(r)
+        assert r.status_code == 404 and "no item" in r.json()["detail"], r.text
+
+
+def test_sdr_longer_than_the_columns_is_422(fuzz_client):
+    r = fuzz_client.post("/v1/search", json={"sdr": {"active": [0] * 7000, "size": 6241}})
+    check(r)
+    assert r.status_code == 422 and "more than the 6241 columns" in r.json()["detail"]

@@ -36,7 +36,7 @@ _ERRORS = {
         413: "body or image too large",
         415: "not an image / unsupported content type",
         422: "invalid value (k, methods, pixels, SDR size or indices, ...)",
-        503: "not ready (bundle loading)",
+        503: "not ready (bundle loading), or overloaded (with Retry-After)",
     }.items()
 }
 
@@ -79,7 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.runner = runner
     install_handlers(app)
-    app.add_middleware(Guard, max_body=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        Guard,
+        max_body=settings.max_body_bytes,
+        metrics=metrics,
+        max_in_flight=settings.in_flight_limit,
+        retry_after_s=settings.retry_after_s,
+    )
     for module in routes.MODULES:
         app.include_router(module.router(settings))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -99,8 +105,47 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         comps = spec.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in schemas.body_component_schemas().items():
             comps.setdefault(name, schema)
+        _constrain_bodies(comps, app.state.settings)
         app.openapi_schema = spec
     return app.openapi_schema
+
+
+def _constrain_bodies(comps: dict[str, Any], settings: Settings) -> None:
+    """The request bodies' limits in the document: the sizes and ranges the parser enforces.
+
+    With them a client (or a generator such as schemathesis) can tell a valid request from
+    an invalid one without trial and error; the parser still checks every one of them.
+    """
+    from sdr_service.inputs import LABEL_LIMIT
+
+    h, w = 28, 28  # the MNIST shape every bundle served here has; /v1/info tells
+    pixels = {
+        "type": "array",
+        "minItems": h,
+        "maxItems": h,
+        "items": {
+            "type": "array",
+            "minItems": w,
+            "maxItems": w,
+            "items": {"type": "integer", "minimum": 0, "maximum": 255},
+        },
+    }
+    label = {"type": "integer", "minimum": -LABEL_LIMIT + 1, "maximum": LABEL_LIMIT - 1}
+
+    def update(model: str, field: str, **extra: Any) -> None:
+        prop = comps.get(model, {}).get("properties", {}).get(field)
+        if prop is not None:
+            prop.update(extra)
+
+    for model in ("PixelsQuery", "ItemIn"):
+        update(model, "pixels", **pixels)
+    update("SDRIn", "active", items={"type": "integer", "minimum": 0})
+    update("SDRIn", "size", minimum=1)
+    update("ItemIn", "label", anyOf=[label, {"type": "null"}])
+    update("AddItemsUpload", "label", anyOf=[{"type": "array", "items": label}, {"type": "null"}])
+    update("BatchRequest", "queries", minItems=1, maxItems=settings.max_batch)
+    update("AddItemsRequest", "items", minItems=1, maxItems=settings.max_add)
+    update("AddItemsUpload", "image", minItems=1, maxItems=settings.max_add)
 
 
 def _version() -> str:

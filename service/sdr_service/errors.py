@@ -9,11 +9,16 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from sdrindex.errors import BundleError, DataError, ParameterError, SDRIndexError
 
 log = logging.getLogger("service")
+
+#: The status a request whose client went away is counted under (nginx's "client closed
+#: request"): never sent, since nobody is listening, and never a 5xx in the metrics.
+CLIENT_CLOSED = 499
 
 
 class ApiError(Exception):
@@ -32,14 +37,16 @@ class BodyTooLarge(ApiError):
 
 
 def error_body(status: int, detail: str) -> bytes:
+    """The JSON body of an error answer: ``{"status", "error", "detail"}``."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
-        phrase = "Error"
+        phrase = "Client Closed Request" if status == CLIENT_CLOSED else "Error"
     return json.dumps({"status": status, "error": phrase, "detail": detail}).encode()
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """An error answer with :func:`error_body`."""
     return Response(
         error_body(status, detail), status, headers=headers, media_type="application/json"
     )
@@ -89,6 +96,20 @@ def install_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             detail = f"method {request.method} not allowed on {request.url.path} (see /docs)"
         return error_response(exc.status_code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client closed the connection before its body arrived: nothing failed here.
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        log.info(
+            "client %s disconnected during %s %s (request not completed)",
+            request.client.host if request.client else "?",
+            request.method,
+            request.url.path,
+        )
+        request.app.state.metrics.disconnects.labels(endpoint).inc()
+        return error_response(CLIENT_CLOSED, "client disconnected before the request ended")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

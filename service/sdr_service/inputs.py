@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,14 @@ def is_json(mtype: str) -> bool:
 
 
 def parse_json(body: bytes) -> Any:
+    """A JSON body -> Python values; every way it can fail is a 400 naming the problem.
+
+    Beyond malformed JSON, the parser has limits a small body can reach: an integer of
+    more than ``sys.get_int_max_str_digits()`` (4,300) digits raises a plain
+    ``ValueError``, nesting deeper than the interpreter's recursion limit a
+    ``RecursionError``. Array lengths are bounded by the body limit; each endpoint
+    checks its own counts (422).
+    """
     if not body.strip():
         raise ApiError(400, "empty body; " + _MEDIA_HINT)
     try:
@@ -82,6 +91,12 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise ApiError(400, "body is not acceptable JSON: nested too deeply") from None
+    except ValueError:  # int-string conversion limit: no bundle value has that many digits
+        raise ApiError(
+            400,
+            f"body is not acceptable JSON: a number has more than {sys.get_int_max_str_digits()} "
+            "digits",
+        ) from None
 
 
 def parse_multipart(body: bytes, boundary: str | None, max_parts: int = 1024) -> list[Part]:
@@ -214,8 +229,34 @@ def decode_upload(data: bytes, max_pixels: int, name: str = "image") -> NDArray[
 # --------------------------------------------------------------------------- JSON values
 
 
+#: Labels a client may store: well inside int64, so that sums and differences of stored
+#: labels never overflow either.
+LABEL_LIMIT = 2**62
+#: Item ids are int64 (``TrainingTable.ids``); larger ones name no item.
+ID_LIMIT = 2**63
+
+
 def _is_int(v: Any) -> bool:
     return type(v) is int
+
+
+def check_label(value: Any, where: str = "label") -> int:
+    """An item's label: a JSON integer (not a bool) with ``|label| < 2**62``, else 422.
+
+    Checked before numpy sees it: ``np.asarray`` of a larger Python int overflows.
+    """
+    if not _is_int(value):
+        raise ApiError(422, f"{where} must be an integer, got {str(value)[:40]!r}")
+    if not -LABEL_LIMIT < value < LABEL_LIMIT:
+        raise ApiError(
+            422, f"{where} must lie strictly between -2**62 and 2**62, got {str(value)[:40]}"
+        )
+    return value
+
+
+def is_item_id(value: int) -> bool:
+    """True when ``value`` can name a stored item (ids are non-negative int64)."""
+    return 0 <= value < ID_LIMIT
 
 
 def _all_ints(values: list) -> bool:
@@ -263,6 +304,10 @@ def check_sdr(value: Any, n_columns: int, where: str = "sdr") -> NDArray[np.uint
         )
     if not isinstance(active, list):
         raise ApiError(422, f"{where}.active must be a list of column indices")
+    if len(active) > n_columns:
+        raise ApiError(
+            422, f"{where}.active lists {len(active)} indices, more than the {n_columns} columns"
+        )
     if not _all_ints(active):
         bad = next(v for v in active if not _is_int(v))
         raise ApiError(422, f"{where}.active must hold integers only, got {bad!r}")

@@ -82,6 +82,26 @@ class Metrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+        self.rejected = Counter(
+            "sdrindex_requests_rejected",
+            "Requests refused before their body was read, by reason (overload: more than "
+            "SDRINDEX_MAX_IN_FLIGHT in progress on the worker; answered 503)",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "sdrindex_requests_in_flight",
+            "Requests in progress (reading, waiting for a thread or running), health aside",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.disconnects = Counter(
+            "sdrindex_client_disconnects",
+            "Requests whose client went away before the answer (also counted as status 499 "
+            "in sdrindex_http_requests_total, never as a 5xx)",
+            ["endpoint"],
+            registry=r,
+        )
         self.items = Gauge(
             "sdrindex_bundle_items",
             "Items in the served bundle version",

@@ -1,4 +1,4 @@
-"""The outermost middleware: the body size limit, and request metrics per route."""
+"""The outermost middleware: backpressure, the body size limit, and request metrics per route."""
 
 from __future__ import annotations
 
@@ -9,19 +9,75 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sdr_service.errors import BodyTooLarge, error_body
 from sdr_service.metrics import Metrics
 
+#: Paths answered whatever the load: an orchestrator must tell "busy" from "dead", and
+#: a scraper must see the overload it is asked about. None reads a body.
+EXEMPT = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+#: The endpoint label of requests refused before routing (the route is not known yet).
+REJECTED = "(rejected)"
+
 
 class Guard:
-    """Outermost middleware: the body size limit, and request metrics per route."""
+    """Outermost middleware: at most ``max_in_flight`` requests at once, bodies of at most
+    ``max_body`` bytes, and request metrics per route.
 
-    def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics) -> None:
+    A request beyond ``max_in_flight`` (those to :data:`EXEMPT` paths aside) is answered
+    503 with ``Retry-After`` at once, before any of its body is read, and counted in
+    ``sdrindex_requests_rejected_total{reason="overload"}``. The count covers a request
+    from its arrival to the end of its answer (reading its body, waiting for a worker
+    thread, running): the bodies a worker holds are at most ``max_in_flight`` x
+    ``max_body`` bytes. The count needs no lock: it is read and changed only on the event
+    loop, with no ``await`` between the check and the increment.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body: int,
+        metrics: Metrics,
+        max_in_flight: int = 32,
+        retry_after_s: int = 1,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("path") in EXEMPT:
+            await self._guarded(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await self._overloaded(scope, send)
+            return
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    async def _overloaded(self, scope: Scope, send: Send) -> None:
+        start = time.perf_counter()
+        self.metrics.rejected.labels("overload").inc()
+        detail = (
+            f"overloaded: {self.max_in_flight} requests in progress on this worker; "
+            f"retry after {self.retry_after.decode()} s"
+        )
+        # No `Connection: close`: the server then reads the rest of the body and drops it
+        # (nothing is buffered) and the client reads the 503; closing a socket with unread
+        # data would reset the connection under the client instead.
+        await self._reject(send, 503, detail, [(b"retry-after", self.retry_after)], close=False)
+        self.metrics.observe_request(
+            REJECTED, scope.get("method", ""), 503, time.perf_counter() - start
+        )
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = [500]
 
@@ -62,7 +118,13 @@ class Guard:
             )
 
     @staticmethod
-    async def _reject(send: Send, status: int, detail: str) -> None:
+    async def _reject(
+        send: Send,
+        status: int,
+        detail: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        close: bool = True,
+    ) -> None:
         body = error_body(status, detail)
         await send(
             {
@@ -71,7 +133,8 @@ class Guard:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
+                    *([(b"connection", b"close")] if close else []),
+                    *(headers or []),
                 ],
             }
         )

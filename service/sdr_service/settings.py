@@ -55,6 +55,19 @@ class Settings(BaseSettings):
         description="the interpreter's thread switch interval in each worker (sys."
         "setswitchinterval; Python's default 5 ms)",
     )
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="requests a worker holds at once (reading, waiting for a thread or "
+        "running), health and metrics aside; more get 503 with Retry-After before their "
+        "body is read. Default 16 x threads: a request admitted last waits ~16 handler "
+        "times (~40 ms for a reconstruct), and the memory held is bounded by this x "
+        "max_body_bytes",
+    )
+    retry_after_s: int = Field(
+        1, ge=0, le=3600, description="the Retry-After (seconds) of an overload 503"
+    )
     verify_on_reload: bool = Field(
         False,
         description="verify checksums when a worker reloads a version another worker wrote "
@@ -91,3 +104,8 @@ class Settings(BaseSettings):
     @property
     def writes_enabled(self) -> bool:
         return self.api_key is not None
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_in_flight``, else 16 per request thread."""
+        return self.max_in_flight or 16 * self.threads

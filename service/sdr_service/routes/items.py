@@ -14,8 +14,10 @@ from sdr_service import schemas
 from sdr_service.deps import Config, Meters, Service, Threads, json_response, k_param
 from sdr_service.errors import ApiError
 from sdr_service.inputs import (
+    check_label,
     check_pixels,
     decode_upload,
+    is_item_id,
     is_json,
     media_type,
     parse_json,
@@ -30,12 +32,15 @@ from sdrindex.errors import ParameterError
 
 
 def _position(loaded: Loaded, item_id: int) -> int:
+    missing = ApiError(
+        404, f"no item with id {str(item_id)[:40]} (the bundle holds {loaded.n_items} items)"
+    )
+    if not is_item_id(item_id):  # numpy would overflow on it
+        raise missing
     try:
         return int(loaded.bundle.table.positions([item_id])[0])
     except ParameterError:
-        raise ApiError(
-            404, f"no item with id {item_id} (the bundle holds {loaded.n_items} items)"
-        ) from None
+        raise missing from None
 
 
 def item_answer(svc: BundleService, item_id: int) -> dict[str, Any]:
@@ -80,9 +85,10 @@ def neighbors_answer(svc: BundleService, item_id: int, k: int) -> dict[str, Any]
 
 def _label_value(text: str, where: str) -> int:
     try:
-        return int(text.strip())
-    except ValueError:
+        value = int(text.strip())
+    except ValueError:  # not digits, or more digits than Python converts
         raise ApiError(422, f"{where} must be an integer, got {text[:40]!r}") from None
+    return check_label(value, where)
 
 
 def _multipart_items(
@@ -129,9 +135,7 @@ def _json_items(
             raise ApiError(422, f'items[{i}] must be {{"pixels": [[...]], "label": int}}')
         images.append(check_pixels(item.get("pixels"), loaded.image_shape, f"items[{i}].pixels"))
         lab = item.get("label")
-        if lab is not None and type(lab) is not int:
-            raise ApiError(422, f"items[{i}].label must be an integer, got {lab!r}")
-        raw_labels.append(lab)
+        raw_labels.append(None if lab is None else check_label(lab, f"items[{i}].label"))
     given = [lab is not None for lab in raw_labels]
     if any(given) and not all(given):
         raise ApiError(422, "give a label for every item, or for none")
@@ -153,9 +157,7 @@ def add_items_answer(svc: BundleService, content_type: str | None, body: bytes) 
             f'{{"items": [...]}}, not {mtype or "(no content type)"}',
         )
     arr = np.stack(images)
-    lab_arr = None if labels is None else np.asarray(labels, np.int64)
-    if lab_arr is not None and (np.abs(lab_arr) >= 2**62).any():
-        raise ApiError(422, "labels must fit in 63 bits")
+    lab_arr = None if labels is None else np.asarray(labels, np.int64)  # each checked
     ids, new = svc.add_items(arr, lab_arr)
     return {"ids": ids.tolist(), "n_items": new.n_items, "version": new.version}
 
