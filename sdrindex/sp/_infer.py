@@ -125,29 +125,12 @@ def infer_small(X, handle, use_boost, path, out_packed):
     infer_rows(X, start, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
 
 
-@nb.njit(parallel=True, **_NJIT)
-def back_project(packed, n_cols, weights):
-    """out[s, i] = sum over active columns c of sample s of weights[c, i]."""
-    n = packed.shape[0]
-    n_in = weights.shape[1]
-    out = np.zeros((n, n_in), np.float32)
-    for s in nb.prange(n):
-        for c in range(n_cols):
-            if packed[s, c >> 3] & (0x80 >> (c & 7)):
-                for i in range(n_in):
-                    out[s, i] += weights[c, i]
-    return out
-
-
 @nb.njit(**_NJIT)
-def back_project_serial(packed, n_cols, weights):
-    """:func:`back_project` on the calling thread (small batches: no thread-pool wake-up)."""
-    n = packed.shape[0]
+def back_project(packed, n_cols, weights, out):
+    """out[s, i] += sum over active columns c of sample s of weights[c, i] (out zeroed)."""
     n_in = weights.shape[1]
-    out = np.zeros((n, n_in), np.float32)
-    for s in range(n):
+    for s in range(packed.shape[0]):
         for c in range(n_cols):
             if packed[s, c >> 3] & (0x80 >> (c & 7)):
                 for i in range(n_in):
                     out[s, i] += weights[c, i]
-    return out

@@ -63,7 +63,7 @@ __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
 #: (forum-global) and 1.0x (forum-local) the scatter path; 4.0 had picked the slower one
 #: for htmcore-mnist.
 BITS_SPEEDUP = 6.0
-#: Back-projections of fewer rows run on the calling thread (no thread-pool wake-up).
+#: Rows per range of a back-projection on a thread (fewer run on the calling thread).
 SERIAL_BACKPROJECTION_ROWS = 16
 
 
@@ -704,10 +704,12 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         # read-only views: one compiled kernel whether the arrays are mapped or in memory
         packed = sdr.readonly(packed)
         weights = sdr.readonly(self._backprojection_weights(bool(weighted)))
-        if packed.shape[0] < SERIAL_BACKPROJECTION_ROWS:
-            out = I.back_project_serial(packed, n_col, weights)
-        else:
-            out = I.back_project(packed, n_col, weights)
+        out = np.zeros((packed.shape[0], weights.shape[1]), np.float32)
+        run_ranges(
+            lambda lo, hi: I.back_project(packed[lo:hi], n_col, weights, out[lo:hi]),
+            packed.shape[0],
+            min(packed.shape[0] // SERIAL_BACKPROJECTION_ROWS, 4 * n_threads()),
+        )
         return out[0] if single else out
 
     def _dense_from_indices(self, lists: list) -> NDArray[np.uint8]:
