@@ -370,11 +370,10 @@ def finish_column(c, state, params):
 
 
 @nb.njit(**_NJIT)
-def adapt_and_finish_column(c, x, state, params, spare):
-    """``adapt_synapses``, the raise to threshold and ``finish_column`` of one winner in one
-    pass: p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed. The clipped
-    values wait in ``spare`` (length >= the pool) for the rare column left with fewer than
-    stim connected synapses, which is redone the long way: restored, raised, finished."""
+def adapt_and_finish_column(c, x, state, params):
+    """``adapt_synapses`` and ``finish_column`` of one winner in a single pass, for
+    stimulus_threshold <= 0 (the raise to threshold between them cannot trigger):
+    p = trim(clip(p + (inc if x on else -dec))), connected bits refreshed."""
     perm = state.perm
     pot_idx = state.pot_idx
     inc = params.inc
@@ -383,10 +382,8 @@ def adapt_and_finish_column(c, x, state, params, spare):
     trim = params.trim
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    a = state.pot_ptr[c]
+    k = state.pot_ptr[c]
     b = state.pot_ptr[c + 1]
-    k = a
-    connected = 0
     for w in range(state.conn_bits.shape[0]):
         word = np.uint64(0)
         end = (w + 1) << 6
@@ -394,18 +391,11 @@ def adapt_and_finish_column(c, x, state, params, spare):
             i = np.intp(pot_idx[k])
             p = perm[k] + (inc if x[i] != 0 else neg_dec)
             p = min(max(p, zero), one)
-            spare[k - a] = p
-            connected += p > conn_thr
             p = zero if p < trim else p
             perm[k] = p
             word |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
             k += 1
         state.conn_bits[w, c] = word
-    if connected < params.stim:
-        for k in range(a, b):
-            perm[k] = spare[k - a]
-        raise_to_threshold(c, state, params, connected)
-        finish_column(c, state, params)
 
 
 @nb.njit(**_NJIT)
@@ -526,12 +516,51 @@ def inhibit_columns(vals, density, radius, params, nbr, work):
 @nb.njit(**_NJIT)
 def adapt_synapses(x, m, state, params, work):
     """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
-    clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``."""
+    clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``.
+
+    One pass per winner: the clipped values wait in ``work.spare`` and the connected ones
+    are counted, so the rare column left with fewer than stim connected synapses is redone
+    the long way (restored, raised to the threshold, finished).
+    """
+    perm = state.perm
+    pot_idx = state.pot_idx
+    inc = params.inc
+    neg_dec = -params.dec
+    conn_thr = params.conn_thr
+    trim = params.trim
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    spare = work.spare
     work.is_win[:] = False
     for w in range(m):
         c = work.winners[w]
         work.is_win[c] = True
-        adapt_and_finish_column(c, x, state, params, work.spare)
+        if params.stim <= 0:
+            adapt_and_finish_column(c, x, state, params)
+            continue
+        a = state.pot_ptr[c]
+        b = state.pot_ptr[c + 1]
+        k = a
+        connected = 0
+        for wd in range(state.conn_bits.shape[0]):
+            word = np.uint64(0)
+            end = (wd + 1) << 6
+            while k < b and pot_idx[k] < end:
+                i = np.intp(pot_idx[k])
+                p = perm[k] + (inc if x[i] != 0 else neg_dec)
+                p = min(max(p, zero), one)
+                spare[k - a] = p
+                connected += p > conn_thr
+                p = zero if p < trim else p
+                perm[k] = p
+                word |= np.uint64(p >= conn_thr) << np.uint64(i & 63)
+                k += 1
+            state.conn_bits[wd, c] = word
+        if connected < params.stim:
+            for k in range(a, b):
+                perm[k] = spare[k - a]
+            raise_to_threshold(c, state, params, connected)
+            finish_column(c, state, params)
 
 
 @nb.njit(**_NJIT)
