@@ -4,6 +4,14 @@ MNIST's own recipe (LeCun et al.): grey levels, the digit cropped to its boundin
 scaled to fit a 20x20 box keeping its aspect ratio, then centred by its centre of mass
 in a 28x28 field. ``normalize_digit`` applies it to any photo or drawing, inverting it
 first when the background is light (dark ink on white paper).
+
+Decoding is held to a budget, because an upload of a few KB can claim millions of pixels:
+:func:`open_image` reads the header and the file's structure and refuses, before decoding,
+an image whose decoding would cost too much (pixels, decoded bytes, frames, JPEG scans,
+chunk counts: :class:`ImageTooLarge`); :func:`load_gray` decodes large JPEGs at reduced
+scale and only the first frame of an animation; :func:`normalize_digit` finds the ink on
+8-bit grey levels and converts only the cropped (and, past :data:`WORK_PIXELS`, reduced)
+ink to floats.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ MAX_FRAMES = 1000
 #: Scans a JPEG may have. Each scan of a progressive JPEG is a pass over every block of the
 #: full-size image, whatever ``draft`` scales the output to; libjpeg writes 10 at most.
 MAX_JPEG_SCANS = 64
-#: ... and scans x pixels may be at most this many times the pixel limit (16 MP at 10 scans).
+#: ... and scans x pixels may be at most this many times the pixel limit (the whole limit at
+#: 10 scans): a 2 MiB progressive JPEG costs ~4x a baseline one of the same size.
 JPEG_SCAN_PIXELS = 10
 #: PNG chunks, GIF blocks or JPEG markers a file may hold, at least; Pillow walks them in
 #: Python, so a file of tiny chunks costs ~1 s per 2 MiB. Encoders write 8-64 KB chunks and
@@ -156,7 +165,9 @@ def _structure(data: bytes, name: str) -> tuple[int | None, int, int]:
     return None, 1, 0
 
 
-def _check_cost(img, structure: tuple[int | None, int, int], name: str, max_pixels: int) -> None:
+def _check_cost(
+    img, structure: tuple[int | None, int, int], name: str, max_pixels: int, max_bytes: int
+) -> None:
     """Refuse an opened (not decoded) image whose decoding would exceed the budget."""
     width, height = img.size
     pixels = width * height
@@ -187,11 +198,11 @@ def _check_cost(img, structure: tuple[int | None, int, int], name: str, max_pixe
         )
     if fmt not in ("JPEG", "MPO"):  # decoded at full size: its decoded bytes count too
         bits = max(8, bits or _MODE_BITS.get(img.mode, 32))
-        if pixels * bits // 8 > max_pixels:
-            allowed = max_pixels * 8 // bits
+        if pixels * bits // 8 > max_bytes:
+            allowed = max_bytes * 8 // bits
             raise ImageTooLarge(
                 f"{name} is {width}x{height} pixels at {bits} bits each "
-                f"({pixels * bits // 8:,} bytes decoded), more than the {max_pixels:,} bytes "
+                f"({pixels * bits // 8:,} bytes decoded), more than the {max_bytes:,} bytes "
                 f"allowed for a {fmt} (decoded at full size); scale it down to {allowed:,} "
                 "pixels, save it as 8-bit greyscale, or send a JPEG"
             )
@@ -215,6 +226,7 @@ def open_image(
     name: str = "image",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     formats: tuple[str, ...] | None = None,
+    max_bytes: int | None = None,
 ):
     """Open image bytes with Pillow and check what decoding them would cost, decoding nothing.
 
@@ -225,10 +237,13 @@ def open_image(
     name : str
         Used in error messages.
     max_pixels : int
-        Largest width x height. Formats decoded at full size (all but JPEG) may in addition
-        hold at most ``max_pixels`` bytes once decoded (a third of that in RGB pixels).
+        Largest width x height.
     formats : tuple of str, optional
         Pillow format names to accept (default: any Pillow reads).
+    max_bytes : int, optional
+        Most bytes an image of a format decoded at full size (all but JPEG) may hold once
+        decoded, at 8 bits or more per pixel (default ``max_pixels``: an RGB image may then
+        have a third of ``max_pixels``).
 
     Returns
     -------
@@ -260,7 +275,7 @@ def open_image(
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise UnreadableImage(f"{name} could not be decoded ({exc})") from None
     try:
-        _check_cost(img, structure, name, max_pixels)
+        _check_cost(img, structure, name, max_pixels, max_bytes or max_pixels)
     except BaseException:
         img.close()
         raise
@@ -388,6 +403,7 @@ def decode_image(
     name: str = "image",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     formats: tuple[str, ...] | None = None,
+    max_bytes: int | None = None,
 ):
     """Image bytes -> upright 8-bit grey Pillow image, within the decoding budget.
 
@@ -395,7 +411,7 @@ def decode_image(
     takes. Every failure is a :class:`~sdrindex.errors.DataError` (:class:`NotAnImage`,
     :class:`ImageTooLarge`, :class:`UnreadableImage`) naming ``name``.
     """
-    with open_image(data, name, max_pixels, formats) as img:
+    with open_image(data, name, max_pixels, formats, max_bytes) as img:
         return load_gray(img, name)
 
 
@@ -530,7 +546,9 @@ def load_image_file(path: str | Path) -> NDArray[np.uint8]:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    return normalize_digit(decode_image(data, str(path)), str(path))
+    # A local file, not an upload: any 8-bit colour image up to the pixel limit is decoded.
+    gray = decode_image(data, str(path), max_bytes=4 * DEFAULT_MAX_PIXELS)
+    return normalize_digit(gray, str(path))
 
 
 @dataclass

@@ -178,3 +178,14 @@ def test_pixel_limit_and_bomb_are_clear_errors():
         decode_image(encode(blank))
     with pytest.raises(DataError, match="not an image"):
         decode_image(b"hello, world")
+
+
+def test_build_keeps_reading_large_colour_files(tmp_path):
+    # `sdrindex build` reads local files: the decoded-bytes budget of uploads is 4x larger
+    img = Image.new("RGB", (4000, 4000), "white")  # 48 MB decoded, over the default 40 MB
+    ImageDraw.Draw(img).line([(1000, 800), (3000, 3200)], fill=(0, 0, 0), width=200)
+    path = tmp_path / "big.png"
+    path.write_bytes(encode(img))
+    with pytest.raises(ImageTooLarge, match="bytes decoded"):
+        decode_image(path.read_bytes())
+    assert images.load_image_file(path).max() == 255
