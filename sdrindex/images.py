@@ -315,8 +315,8 @@ def _scaled_to_8bit(img):
         arr = arr * 255.0
     elif lo >= 0 and hi <= 65535:
         arr = arr * (255.0 / 65535.0)
-    else:
-        arr = (arr - lo) * (255.0 / (hi - lo))
+    else:  # (a uniform image stays uniform: normalize_digit finds no ink)
+        arr = (arr - lo) * (255.0 / ((hi - lo) or 1))
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 

@@ -189,3 +189,26 @@ def test_build_keeps_reading_large_colour_files(tmp_path):
     with pytest.raises(ImageTooLarge, match="bytes decoded"):
         decode_image(path.read_bytes())
     assert images.load_image_file(path).max() == 255
+
+
+def test_palette_transparency_is_composited_per_entry_exactly():
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 16, (60, 60), np.uint8), "L").convert("P")
+    img.putpalette(rng.integers(0, 256, 48).tolist())
+    data = encode(img, transparency=bytes(rng.integers(0, 256, 16).astype(np.uint8)))
+    pal = Image.open(io.BytesIO(data))
+    assert pal.mode == "P" and isinstance(pal.info["transparency"], bytes)
+    # the palette path (once per entry) gives what compositing every pixel gives
+    assert np.array_equal(normalize_digit(pal), normalize_digit(pal.convert("RGBA")))
+
+
+def test_wide_grey_modes_are_scaled():
+    ink = np.asarray(seven(100)) == 0
+    deep = np.where(ink, 10_000_000, 90_000_000).astype(np.int32)  # 32-bit, beyond 16 bits
+    unit = np.where(ink, 0.1, 0.9).astype(np.float32)  # float in 0..1
+    for arr in (deep, unit):
+        out = normalize_digit(Image.fromarray(arr))
+        assert out.max() == 255 and (out > 0).sum() > 20
+    uniform = Image.fromarray(np.full((30, 30), 70_000, np.int32))
+    with pytest.raises(DataError, match="no ink"):
+        normalize_digit(uniform)
