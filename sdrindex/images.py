@@ -374,6 +374,8 @@ def load_gray(img, name: str = "image"):
     ------
     UnreadableImage
         The pixels cannot be decoded (truncated or damaged file).
+    ImageTooLarge
+        Pillow's own decompression-bomb check refused it.
     """
     from PIL import Image
 
