@@ -8,7 +8,6 @@ malformed body, 413 for an image with too many pixels, 415 for data that is not 
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import threading
@@ -172,58 +171,48 @@ def parse_multipart(body: bytes, boundary: str | None, max_parts: int = 1024) ->
 def decode_upload(data: bytes, max_pixels: int, name: str = "image") -> NDArray[np.uint8]:
     """Image file bytes -> (28, 28) uint8 MNIST-like digit, as ``sdrindex build`` does it.
 
-    The header is read first: a non-image is 415, a picture above ``max_pixels`` 413
-    before any pixel is decoded (Pillow's own decompression-bomb check refuses anything
-    above twice that), an undecodable body 400, an image without ink 422.
+    The header is read first (:func:`sdrindex.images.open_image`): a non-image is 415; an
+    image whose decoding would cost more than ``max_pixels`` allows (pixels, decoded bytes,
+    frames, JPEG scans) is 413 before any pixel is decoded; then it is decoded reduced
+    (:func:`~sdrindex.images.load_gray`): an undecodable body is 400, an image without ink 422.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from sdrindex.images import normalize_digit
+    from sdrindex.images import (
+        ImageTooLarge,
+        NotAnImage,
+        load_gray,
+        normalize_digit,
+        open_image,
+    )
 
     if not data:
         raise ApiError(400, f"`{name}` is empty")
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    label = f"`{name}`"
     try:
-        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except UnidentifiedImageError:
-        raise ApiError(
-            415,
-            f"`{name}` is not an image in a supported format ({', '.join(IMAGE_FORMATS)})",
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, f"`{name}` refused as a decompression bomb ({exc})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ApiError(400, f"`{name}` could not be decoded ({exc})") from None
+        img = open_image(data, label, max_pixels, formats=IMAGE_FORMATS)
+    except NotAnImage as exc:
+        raise ApiError(415, str(exc)) from None
+    except ImageTooLarge as exc:
+        raise ApiError(413, str(exc)) from None
+    except DataError as exc:
+        raise ApiError(400, str(exc)) from None
     with img:
         width, height = img.size
-        fmt = img.format
-        if width < 1 or height < 1:
-            raise ApiError(400, f"`{name}` has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ApiError(
-                413,
-                f"`{name}` is {width}x{height} = {width * height} pixels, more than the "
-                f"{max_pixels} allowed; scale it down",
-            )
         lock = _big_image_lock if width * height > _BIG_IMAGE else None
         if lock:
             lock.acquire()
         try:
-            try:
-                img.load()
-            except Image.DecompressionBombError as exc:
-                raise ApiError(413, f"`{name}` refused as a decompression bomb ({exc})") from None
-            except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-                raise ApiError(
-                    400, f"`{name}`: not a readable image ({type(exc).__name__}: {exc}) ({fmt})"
-                ) from None
-            try:
-                return normalize_digit(img, name)
-            except DataError as exc:  # no ink: a valid image we cannot use
-                raise ApiError(422, str(exc)) from None
+            gray = load_gray(img, label)
+        except ImageTooLarge as exc:
+            raise ApiError(413, str(exc)) from None
+        except DataError as exc:
+            raise ApiError(400, str(exc)) from None
         finally:
             if lock:
                 lock.release()
+    try:
+        return normalize_digit(gray, label)
+    except DataError as exc:  # no ink: a valid image we cannot use
+        raise ApiError(422, str(exc)) from None
 
 
 # --------------------------------------------------------------------------- JSON values

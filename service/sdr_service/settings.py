@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, le=100_000, description="queries per /v1/search/batch")
     max_add: int = Field(256, ge=1, le=100_000, description="items per POST /v1/items")
     max_image_pixels: int = Field(
-        16_000_000, ge=784, description="uploads with more pixels (width x height) get 413"
+        8_388_608,
+        ge=784,
+        description="uploads with more pixels (width x height) get 413; formats decoded at "
+        "full size (all but JPEG) may also hold at most this many bytes once decoded",
     )
     knn_k: int = Field(10, ge=1, le=1000, description="neighbours blended by the knn method")
     label_k: int = Field(5, ge=1, le=1000, description="neighbours voting for predicted_label")
