@@ -280,3 +280,15 @@ def test_serve_never_builds_over_what_it_did_not_write(tmp_path):
         serve.ensure_bundle(root)
     assert (root / ".tmp-mine").is_dir()
     shutil.rmtree(root)
+
+
+def test_a_save_without_switch_leaves_the_live_version_live(tmp_path, small):
+    root = tmp_path / "bd"
+    live = small.save(root).name
+    staged = small.save(root, switch=False).name
+    assert os.readlink(root / "current") == live
+    assert sorted(inspect_bundle(root).versions) == sorted([live, staged])
+    assert rollback(root, to=staged) == (live, staged)
+    assert resolve_version(root).name == staged
+    with pytest.raises(ValueError, match="keep_versions must be >= 1"):
+        small.save(root, keep_versions=0)
