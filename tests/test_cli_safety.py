@@ -145,9 +145,10 @@ def test_build_takes_the_update_lock(tmp_path, inputs, capsys):
         (["query", "b", "i.png", "--figure", "/nonexistent-dir/m.png"], "/nonexistent-dir does"),
     ],
 )
-def test_bad_numbers_and_paths_are_usage_errors(argv, message, capsys):
+def test_bad_numbers_and_paths_are_usage_errors(argv, message, capsys, tmp_path, monkeypatch):
     """Today `--limit -5` silently drops five images, a missing --figure folder ends in a
     traceback after the whole query has run."""
+    monkeypatch.chdir(tmp_path)  # the relative paths above, should a command run after all
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == cli.EXIT_USAGE
