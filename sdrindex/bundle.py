@@ -258,7 +258,14 @@ class Bundle:
             root.mkdir(parents=True, exist_ok=True)
         with _locked(root, WRITER_LOCK):
             _clean_locked(root)
-            live = inspect_bundle(root).live
+            before = inspect_bundle(root)
+            current = root / CURRENT
+            if switch and before.link is None and (current.exists() or current.is_symlink()):
+                raise BundleError(
+                    f"{current}: not a link to a version written by sdrindex, so it is not "
+                    "replaced; move it away, or save the bundle in another folder"
+                )
+            live = before.live
             stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
             name = f"v-{stamp}-{secrets.token_hex(3)}"
             with bundle_errors(root, "save it again"):
@@ -500,7 +507,8 @@ class BundleDir:
     is_version : bool
         ``path`` is itself one version (it holds ``manifest.json``), not a bundle directory.
     link : str or None
-        What the ``current`` link names (None: no link).
+        The version name that the ``current`` link names (None: no link, or a ``current``
+        that sdrindex did not write, which counts as foreign).
     live : str or None
         The live version: ``link``, when it names one of ``versions``. A bundle exists at
         ``path`` only when this is set.
@@ -584,8 +592,10 @@ def inspect_bundle(path: str | Path) -> BundleDir:
         if name in (WRITER_LOCK, UPDATE_LOCK) and entry.is_file() and not entry.is_symlink():
             continue
         if name == CURRENT and entry.is_symlink():
-            state.link = os.readlink(entry)
-            continue
+            target = os.readlink(entry).rstrip("/")
+            if _VERSION_RE.fullmatch(target):  # a link of ours names a version beside it
+                state.link = target
+                continue
         if _VERSION_RE.fullmatch(name) and entry.is_dir() and not entry.is_symlink():
             manifest = _our_manifest(entry)
             if manifest is not None:
@@ -593,8 +603,7 @@ def inspect_bundle(path: str | Path) -> BundleDir:
                 continue
         (state.leftovers if _is_leftover(entry) else state.foreign).append(entry)
     if state.link is not None:
-        named = state.link.rstrip("/")
-        state.live = named if named in state.versions else None
+        state.live = state.link if state.link in state.versions else None
     return state
 
 

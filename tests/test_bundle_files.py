@@ -292,3 +292,12 @@ def test_a_save_without_switch_leaves_the_live_version_live(tmp_path, small):
     assert resolve_version(root).name == staged
     with pytest.raises(ValueError, match="keep_versions must be >= 1"):
         small.save(root, keep_versions=0)
+
+
+def test_a_current_that_is_not_ours_is_never_replaced(tmp_path, small):
+    root = tmp_path / "mine"
+    (root / "data").mkdir(parents=True)
+    (root / "current").symlink_to("data")
+    with pytest.raises(BundleError, match="not a link to a version written by sdrindex"):
+        small.save(root)
+    assert os.readlink(root / "current") == "data" and not inspect_bundle(root).versions

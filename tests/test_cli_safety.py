@@ -69,6 +69,9 @@ def test_build_refuses_a_folder_that_is_not_a_bundle(tmp_path, inputs, capsys):
     assert "give a new or empty folder with --out" in err
     assert (out / "v-keep" / "data.txt").read_text() == "precious" and (out / ".tmp-x").is_dir()
     assert sorted(p.name for p in out.iterdir()) == [".tmp-x", "v-keep"]
+    (out / "current").symlink_to("v-keep")  # not a link of ours: --force does not replace it
+    assert _build(out, inputs, "--force") == cli.EXIT_BUNDLE
+    assert os.readlink(out / "current") == "v-keep"
 
 
 def test_rebuild_needs_force_keeps_the_old_version_and_rolls_back(tmp_path, inputs, capsys):
