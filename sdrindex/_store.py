@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ import numpy as np
 from .errors import BundleError, DataError, SDRIndexError
 
 __all__ = [
+    "LockBusyError",
     "atomic_dir",
     "atomic_write",
     "bundle_errors",
@@ -291,16 +293,65 @@ def swap_symlink(link: str | os.PathLike[str], target: str) -> None:
 # ============================================================================ locks
 
 
+class LockBusyError(BundleError):
+    """Another writer holds the lock and the caller chose not to wait (any longer)."""
+
+
+#: Seconds between two attempts to take a busy lock when waiting with a timeout.
+_LOCK_POLL = 0.05
+
+
+def _take_lock(fh: Any, path: Path, timeout: float | None, on_wait: Callable[[], None] | None):
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    if on_wait is not None:
+        on_wait()
+    if timeout is None:
+        # block in the kernel: the waiter shows in /proc/locks and wakes at the release
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+        time.sleep(_LOCK_POLL)  # flock has no timed wait
+    raise LockBusyError(
+        f"{path}: held by another writer for more than {timeout:g} s; try again once it has "
+        "finished (or wait longer)"
+    )
+
+
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the lock file ``path`` (created if missing) for the
-    block, waiting for any other holder. The lock goes with the open file, so it is released
-    when the block ends or the process dies; the file itself stays."""
+def file_lock(
+    path: str | os.PathLike[str],
+    timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` (created if missing) for the block.
+
+    Parameters
+    ----------
+    path : path
+        The lock file. The lock goes with the open file, so it is released when the block
+        ends or the process dies; the file itself stays.
+    timeout : float or None
+        None waits for any other holder as long as it takes; a number of seconds waits at most
+        that long (0: not at all) and then raises :class:`LockBusyError`.
+    on_wait : callable or None
+        Called once when the lock is busy, before waiting (to tell a user why nothing happens).
+    """
     path = Path(path)
     with writing(path, "check the folder is writable"):
         fh = open(path, "a+")  # closed by the with below
     with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        _take_lock(fh, path, timeout, on_wait)
         try:
             yield
         finally:

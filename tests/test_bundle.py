@@ -126,11 +126,13 @@ def test_damaged_part_unverified_is_a_bundle_error_naming_file_and_bundle(tmp_pa
     make_bundle(images[:100], labels[:100]).save(tmp_path / "bd")
     v = resolve_version(tmp_path / "bd")
     target = v / "table" / "sdrs.npy"
-    np.save(target, np.zeros((3, 3), np.uint8))  # a valid .npy of the wrong shape
+    # a valid .npy of the wrong shape and the right size: only the loader's check sees it
+    assert np.load(target).shape == (100, 32)
+    np.save(target, np.zeros((200, 16), np.uint8))
     with pytest.raises(BundleError) as info:
         Bundle.load(tmp_path / "bd", verify=False)
     message = str(info.value)
-    assert message.startswith(f"{target}: holds |u1 [3, 3]")
+    assert message.startswith(f"{target}: holds |u1 [200, 16]")
     assert f"bundle {v}" in message and "rebuild the bundle" in message
 
 
@@ -179,8 +181,8 @@ def test_add_is_searchable_and_persisted(tmp_path, mnist_small):
     again = Bundle.load(tmp_path / "bd")
     assert len(again.table) == 310 and len(again.index) == 310
     np.testing.assert_array_equal(np.asarray(again.table.labels[-10:]), labels[300:310])
-    # only the live version is kept
-    assert len([p for p in (tmp_path / "bd").glob("v-*")]) == 1
+    # the live version and the one before it (for `sdrindex rollback`) are kept
+    assert len([p for p in (tmp_path / "bd").glob("v-*")]) == 2
 
 
 class Boom(BaseException):
@@ -383,14 +385,14 @@ def test_cli_build_errors(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "a.txt").write_text("x")
-    assert main(["build", "--out", str(tmp_path / "bd"), "--data", str(empty)]) == 2
+    assert main(["build", "--out", str(tmp_path / "bd"), "--data", str(empty)]) == 3  # data
     assert "no readable images" in capsys.readouterr().err
     cfg = tmp_path / "bad.toml"
     cfg.write_text("columnDimensions = [8, 8]\nnotAParam = 1\n")
-    assert main(["build", "--out", str(tmp_path / "bd"), "--config", str(cfg)]) == 2
+    assert main(["build", "--out", str(tmp_path / "bd"), "--config", str(cfg)]) == 2  # parameter
     assert "notAParam" in capsys.readouterr().err
     assert not (tmp_path / "bd").exists()
-    assert main(["query", str(tmp_path / "nothing"), str(cfg)]) == 2
+    assert main(["query", str(tmp_path / "nothing"), str(cfg)]) == 3  # the image, first
 
 
 def test_query_rejects_a_non_image(tmp_path, mnist_small, capsys):
@@ -398,6 +400,6 @@ def test_query_rejects_a_non_image(tmp_path, mnist_small, capsys):
     make_bundle(images[:50], labels[:50]).save(tmp_path / "bd")
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"definitely not a png")
-    assert main(["query", str(tmp_path / "bd"), str(junk)]) == 2
+    assert main(["query", str(tmp_path / "bd"), str(junk)]) == 3  # bad input data
     assert "not a readable image" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "bd")

@@ -126,7 +126,7 @@ def test_fetch_mnist_command(tmp_path, mirror, capsys):
 
 def test_fetch_mnist_command_all_mirrors_dead(tmp_path, capsys):
     dead = f"http://127.0.0.1:{_closed_port()}/"
-    assert main(["fetch-mnist", "--dir", str(tmp_path / "m"), "--mirror", dead]) == 2
+    assert main(["fetch-mnist", "--dir", str(tmp_path / "m"), "--mirror", dead]) == 3  # data
     assert "sdrindex: error:" in capsys.readouterr().err
     assert not any((tmp_path / "m").glob("*")) if (tmp_path / "m").exists() else True
 

@@ -56,15 +56,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _needs_build(bundle: Path) -> bool:
-    """True when there is nothing at ``bundle`` (a broken bundle is never overwritten)."""
-    if not bundle.exists():
-        return True
-    return bundle.is_dir() and not any(p for p in bundle.iterdir() if p.name != ".lock")
+    """True when there is no bundle at ``bundle`` and nothing but what sdrindex left there.
+
+    A bundle exists only when ``current`` names a version with a valid manifest. Lock files,
+    the leftovers of a killed build (``.tmp-v-...``, ``.current-...``) and versions never made
+    live do not make one: a build may start. Anything else (a broken ``current``, files that
+    sdrindex did not write) is never built over: loading it then fails with a clear message.
+    """
+    from sdrindex.bundle import inspect_bundle
+
+    return inspect_bundle(bundle).vacant
 
 
 def ensure_bundle(bundle: Path, build: bool = True) -> None:
     """Build the default bundle at ``bundle`` when there is none there."""
-    from sdrindex.bundle import resolve_version
+    from sdrindex.bundle import clean_leftovers, resolve_version, update_lock
     from sdrindex.errors import BundleError
 
     if _needs_build(bundle):
@@ -72,13 +78,27 @@ def ensure_bundle(bundle: Path, build: bool = True) -> None:
             raise BundleError(
                 f"{bundle}: no bundle; build one with `sdrindex build --out {bundle}`"
             )
+        removed = clean_leftovers(bundle)
+        if removed:
+            print(
+                f"sdrindex serve: removed what an interrupted build left in {bundle}: "
+                + ", ".join(p.name for p in removed),
+                file=sys.stderr,
+                flush=True,
+            )
         print(
             f"sdrindex serve: no bundle at {bundle}; building the default one (MNIST training "
             "set, sdrindex-mnist SP, nndescent index, Ridge decoder; about 2 minutes)...",
             file=sys.stderr,
             flush=True,
         )
-        build_default_bundle(bundle)
+        if bundle.is_dir():
+            # as `sdrindex build`: another starting server or a CLI writer waits, then finds it
+            with update_lock(bundle):
+                if _needs_build(bundle):
+                    build_default_bundle(bundle)
+        else:
+            build_default_bundle(bundle)
     resolve_version(bundle)  # a clear error now rather than a failing /readyz later
 
 
