@@ -192,6 +192,11 @@ def _index_and_decoders(
     try:
         with stages.stage("index", index.backend):
             index.fit(sdrs, sp.n_columns)
+            # One single and one batch query compile the search kernels now, while the
+            # decoders may still be fitting, and cache them on disk for whoever serves the
+            # bundle next (a cold first query costs ~10 s).
+            index.query(sdrs[:1])
+            index.query(sdrs[:2])
     finally:
         if decoding is not None:
             concurrent.futures.wait([decoding])

@@ -71,7 +71,15 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
             cand[m] = j
             cd[m] = _distance_words(words[i], words[j], hamming)
             m += 1
-    order = np.argsort(cd[:m], kind="mergesort")
+    # stable insertion sort by distance (a row has a few dozen candidates): the order of
+    # argsort(kind="mergesort") without its seconds of compile on a cold cache
+    order = np.empty(m, dtype=np.int64)
+    for t in range(m):
+        u = t
+        while u > 0 and cd[order[u - 1]] > cd[t]:
+            order[u] = order[u - 1]
+            u -= 1
+        order[u] = t
     n_kept = 0
     for o in order:
         j = cand[o]
