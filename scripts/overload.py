@@ -147,7 +147,9 @@ def _sample_rss(pids: set[int], report: Report, stop: threading.Event) -> None:
 
 
 async def _poll_ready(host: str, port: int, report: Report, stop: asyncio.Event) -> None:
-    while not stop.is_set():
+    """Poll /readyz every 0.1 s from the start of the run to after its last answer."""
+    while True:
+        last = stop.is_set()  # one more poll once the run is over
         t0 = time.perf_counter()
         try:
             status, _ = await asyncio.wait_for(_http(host, port, "GET", "/readyz"), 2.0)
@@ -156,6 +158,8 @@ async def _poll_ready(host: str, port: int, report: Report, stop: asyncio.Event)
         report.slowest_ready_s = max(report.slowest_ready_s, time.perf_counter() - t0)
         report.ready_polls += 1
         report.not_ready += status != 200
+        if last:
+            return
         try:
             await asyncio.wait_for(stop.wait(), 0.1)
         except TimeoutError:

@@ -191,4 +191,6 @@ def test_small_overload_run(small_bundle, tmp_path):
     assert report.statuses.get(503, 0) >= 1, report.statuses  # the limit did act
     assert report.statuses.get(200, 0) >= 1, report.statuses  # and admitted work got done
     assert rejected == report.statuses[503]  # every 503 here was an overload rejection
-    assert report.ready_polls >= 5 and report.not_ready == 0, report
+    # polled every 0.1 s from the first upload to the last answer (a quiet machine gets
+    # through the 40 in a fraction of a second): every poll answered ready
+    assert report.ready_polls >= 2 and report.not_ready == 0, report

@@ -65,7 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner.open()
         sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
         threading.Thread(target=svc.start, name="bundle-loader", daemon=True).start()
-        yield
+        try:
+            yield
+        finally:
+            svc.close()  # stops the retry of a failed load or reload
 
     app = FastAPI(
         title="sdrindex",

@@ -163,6 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=10,
+        # uvicorn's supervisor restarts a worker that misses its 5 s ping; a worker that is
+        # importing numpy/numba on a busy machine takes longer than that just to start.
+        timeout_worker_healthcheck=60,
     )
     try:
         if args.workers > 1 and hasattr(socket, "SO_REUSEPORT"):

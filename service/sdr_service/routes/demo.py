@@ -24,7 +24,7 @@ def router(settings: Settings) -> APIRouter:
         try:
             html = await anyio.Path(page).read_bytes()
         except OSError:
-            raise ApiError(404, f"demo page missing ({page})") from None
+            raise ApiError(404, "demo page missing (static/index.html)") from None
         return HTMLResponse(html)
 
     return api
