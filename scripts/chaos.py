@@ -347,6 +347,44 @@ def touch_workers(url: str, image: np.ndarray, tries: int = 12) -> None:
         list(pool.map(ask, range(tries)))
 
 
+class WorkerWatch:
+    """Every worker process of the server, when first and last seen (polled every 0.1 s).
+
+    Tells the worker this run killed apart from workers that died otherwise (uvicorn's
+    supervisor kills a worker that does not answer its health ping within 5 s, a starting
+    one included); their connections are reset too.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.seen: dict[int, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            for pid in worker_children(self.server_pid):
+                self.seen.setdefault(pid, [now, now])[1] = now
+
+    def __enter__(self) -> WorkerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def deaths(self, killed: int | None) -> list[dict[str, float]]:
+        """Workers gone before the end, other than ``killed``: pid, lifetime, when."""
+        end = max((last for _, last in self.seen.values()), default=0.0)
+        return [
+            {"pid": pid, "lived_s": round(last - first, 1), "gone_at": round(last - _T0, 1)}
+            for pid, (first, last) in self.seen.items()
+            if pid != killed and last < end - 0.5
+        ]
+
+
 # --------------------------------------------------------------------------- the phases
 
 
@@ -568,6 +606,22 @@ def verify_acked(run: Chaos) -> None:
     run.check(len(ready) >= 2, f"not every worker is ready at the end ({ready})")
 
 
+def _phases(run: Chaos) -> None:
+    """The load, and meanwhile the kill, the corrupt version and the full disk."""
+    run.load.start()
+    try:
+        run.wait_answers(30)
+        for phase in (run.kill_worker, run.corrupt_version, run.disk_full):
+            try:
+                phase()
+            except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                run.problems.append(f"{phase.__name__}: {type(exc).__name__}: {exc}")
+        run.wait_answers(30)
+    finally:
+        run.load.finish()
+        say(f"load stopped after {run.load.count()} requests")
+
+
 def run_chaos(
     bundle: Path,
     work: Path,
@@ -607,19 +661,13 @@ def run_chaos(
             run.facts["version_bytes"] = src_size
             t1 = time.monotonic()
             say(f"server ready in {server.ready_seconds:.1f} s; load started")
-            run.load.start()
-            try:
-                run.wait_answers(30)
-                for phase in (run.kill_worker, run.corrupt_version, run.disk_full):
-                    try:
-                        phase()
-                    except Exception as exc:  # noqa: BLE001 - reported; the run goes on
-                        run.problems.append(f"{phase.__name__}: {type(exc).__name__}: {exc}")
-                run.wait_answers(30)
-            finally:
-                run.load.finish()
-                say(f"load stopped after {run.load.count()} requests")
+            with WorkerWatch(server.proc.pid) as watch:
+                _phases(run)
             run.facts["load_s"] = round(time.monotonic() - t1, 2)
+            run.facts["workers_seen"] = len(watch.seen)
+            others = watch.deaths(run.facts.get("killed_pid"))
+            run.facts["other_worker_deaths"] = others
+            run.check(not others, f"workers died that the run did not kill: {others}")
             judge(run)
             verify_acked(run)
     run.facts["total_s"] = round(time.monotonic() - t0, 2)
