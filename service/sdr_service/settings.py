@@ -20,7 +20,11 @@ class Settings(BaseSettings):
     not shown by ``docker inspect``), and the rest are the limits every request is held to.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SDRINDEX_", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print every setting it was
+    # given, the API key among them, into the log.
+    model_config = SettingsConfigDict(
+        env_prefix="SDRINDEX_", extra="ignore", hide_input_in_errors=True
+    )
 
     bundle: Path = Field(DEFAULT_BUNDLE, description="bundle directory (its `current` link)")
     api_key: SecretStr | None = Field(
