@@ -176,6 +176,28 @@ def test_add_while_the_current_version_is_corrupt_answers_503_without_paths(
         assert r.status_code == 200 and r.json()["bundle_version"] == good
 
 
+def test_rolling_current_back_clears_the_reload_error(nodecoder_bundle, tmp_path):
+    """A corrupt version is reported while `current` names it; once `current` names the
+    served version again (a rollback) /readyz and /v1/info stop reporting it."""
+    root = copy_bundle(nodecoder_bundle, tmp_path / "b")
+    query = {"sdr": {"active": [1, 2, 3], "size": 6241}}
+    with make_client(root) as c:
+        wait_ready(c)
+        good = os.readlink(root / "current")
+        bad = "v-29991231T000000000000Z-c4a05f"
+        shutil.copytree(root / good, root / bad)
+        sdrs = root / bad / "table" / "sdrs.npy"
+        os.truncate(sdrs, sdrs.stat().st_size // 2)
+        chaos.point_current(root, bad)
+        assert c.post("/v1/search", json=query).status_code == 200
+        assert bad in c.get("/readyz").json()["detail"]
+        chaos.point_current(root, good)
+        assert c.post("/v1/search", json=query).status_code == 200
+        assert c.get("/readyz").json()["detail"] is None
+        info = c.get("/v1/info").json()
+        assert info["reload"] is None and info["reload_error"] is None and info["version"] == good
+
+
 # --------------------------------------------------------------------------- the chaos run
 
 

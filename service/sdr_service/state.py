@@ -545,6 +545,8 @@ class BundleService:
             return loaded
         target = self._target()
         if target is None or target == loaded.version:
+            if target is not None and self._failed_target is not None:
+                self._forget_failure()  # `current` names the served version again (a rollback)
             return loaded
         if target == self._failed_target:
             self._retry_soon()
@@ -622,6 +624,11 @@ class BundleService:
             loaded.version,
             delay,
         )
+
+    def _forget_failure(self) -> None:
+        """Drop the failed version's error: nothing newer than the snapshot is pending."""
+        self._failed_target, self._reload_cause = None, None
+        self._reload_backoff.reset()
 
     def _switch(self, new: Loaded) -> None:
         self._loaded = new
