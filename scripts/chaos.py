@@ -485,6 +485,19 @@ class Chaos:
                 point_current(self.root, good)  # the operator's rollback
                 shutil.rmtree(self.root / bad)
             say(f"current -> {good} again")
+        last: dict[int, dict] = {}
+
+        def cleared() -> bool:
+            touch_workers(self.server.url, self.load.images[0])
+            last.clear()
+            last.update(readyz_all(self.server.url))
+            fine = [a for a in last.values() if a["http"] == 200 and not a.get("detail")]
+            return len(fine) >= 2 and len(fine) == len(last)
+
+        try:
+            poll(cleared, timeout, "both workers to drop the error after the rollback")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last /readyz {states(last)}") from None
 
     def _while_corrupt(self, bad: str, timeout: float) -> None:
         since = time.monotonic()
