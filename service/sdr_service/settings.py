@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where ``sdrindex serve`` and the service look for (and first build) the bundle.
@@ -15,15 +15,25 @@ class Settings(BaseSettings):
     """Service settings; every field reads ``SDRINDEX_<NAME>`` from the environment.
 
     ``SDRINDEX_BUNDLE`` is the bundle directory, ``SDRINDEX_API_KEY`` the key that
-    ``POST /v1/items`` requires (``Authorization: Bearer <key>``; unset: writes are disabled),
-    and the rest are the limits every request is held to.
+    ``POST /v1/items`` requires (``Authorization: Bearer <key>``; unset: writes are disabled)
+    or ``SDRINDEX_API_KEY_FILE`` a file holding it (a Docker secret: unlike a variable, it is
+    not shown by ``docker inspect``), and the rest are the limits every request is held to.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SDRINDEX_", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print every setting it was
+    # given, the API key among them, into the log.
+    model_config = SettingsConfigDict(
+        env_prefix="SDRINDEX_", extra="ignore", hide_input_in_errors=True
+    )
 
     bundle: Path = Field(DEFAULT_BUNDLE, description="bundle directory (its `current` link)")
     api_key: SecretStr | None = Field(
         None, description="Bearer key for POST /v1/items; unset or empty disables writes"
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="file holding the key (e.g. /run/secrets/sdrindex_api_key); its content, "
+        "without surrounding whitespace, is the key. Not together with SDRINDEX_API_KEY",
     )
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     max_k: int = Field(100, ge=1, le=10_000, description="largest k a query may ask for")
@@ -103,6 +113,33 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
         return None if v is None or not v.get_secret_value() else v
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        """Read the key from ``api_key_file``; refuse it beside a key given directly."""
+        if self.api_key_file is None:
+            return self
+        path = self.api_key_file
+        if self.api_key is not None:
+            raise ValueError(
+                f"both SDRINDEX_API_KEY and SDRINDEX_API_KEY_FILE ({path}) are set: keep one "
+                "(the file, a Docker secret, keeps the key out of `docker inspect`)"
+            )
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(
+                f"SDRINDEX_API_KEY_FILE={path}: cannot read the key ({why}); check that the "
+                "file (the secret) exists and that the service's user may read it"
+            ) from None
+        if not key:
+            raise ValueError(
+                f"SDRINDEX_API_KEY_FILE={path}: the file is empty; put the key in it, or unset "
+                "the variable to disable writes"
+            )
+        self.api_key = SecretStr(key)
+        return self
 
     @property
     def writes_enabled(self) -> bool:

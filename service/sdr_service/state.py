@@ -24,13 +24,16 @@ name and version, never by its absolute path (:func:`public_text`); the log keep
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
 import re
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -95,6 +98,37 @@ def public_text(text: str, root: str | Path) -> str:
 
 def _when(seconds: float) -> str:
     return f"next attempt in {math.ceil(seconds)} s" if seconds > 0 else "retrying now"
+
+
+#: numpy writes an array to a file with ``fwrite`` and reports a short write (the device
+#: filled up mid-array) as an OSError without an errno: "N requested and M written".
+_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the disk or the quota is full.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An error from writing a bundle (a ``BundleError`` wraps the ``OSError``).
+
+    Returns
+    -------
+    bool
+        True for ``ENOSPC``, ``EDQUOT`` or numpy's short write, anywhere in the chain.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError):
+            if cur.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            if cur.errno is None and _SHORT_WRITE.search(str(cur)):
+                return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 class Backoff:
@@ -511,6 +545,8 @@ class BundleService:
             return loaded
         target = self._target()
         if target is None or target == loaded.version:
+            if target is not None and self._failed_target is not None:
+                self._forget_failure()  # `current` names the served version again (a rollback)
             return loaded
         if target == self._failed_target:
             self._retry_soon()
@@ -589,6 +625,11 @@ class BundleService:
             delay,
         )
 
+    def _forget_failure(self) -> None:
+        """Drop the failed version's error: nothing newer than the snapshot is pending."""
+        self._failed_target, self._reload_cause = None, None
+        self._reload_backoff.reset()
+
     def _switch(self, new: Loaded) -> None:
         self._loaded = new
         self._failed_target, self._reload_cause = None, None
@@ -618,24 +659,86 @@ class BundleService:
     def add_items(
         self, images: NDArray[np.uint8], labels: NDArray[np.int64] | None
     ) -> tuple[NDArray[np.int64], Loaded]:
-        """Append items to the bundle on disk (a new version) and serve that version."""
+        """Append items to the bundle on disk (a new version) and serve that version.
+
+        Nothing is written unless the whole new version is: a save that fails (disk full,
+        read-only volume) leaves the previous version live and intact, removes what it
+        wrote, and answers 507 (no space) or 503 with the reason; the items were not added.
+        """
         if not self._linked:
             raise ApiError(
                 409,
                 f"{self.name} is a single bundle version, not a bundle directory with a "
                 "`current` link: the service cannot add to it",
             )
-        with self._write_lock, update_lock(self.root):
-            bundle = Bundle.load(self.root, verify=True)
+        with self._write_lock, self._updating():
+            try:
+                bundle = Bundle.load(self.root, verify=True)
+            except SDRIndexError as exc:
+                raise ApiError(
+                    503,
+                    f"the items were not added: the current version of {self.name} does not "
+                    f"load ({self.public(str(exc))}); the service keeps answering queries from "
+                    "the last version that loaded",
+                    {"Retry-After": str(max(1, math.ceil(self.settings.retry_backoff_s)))},
+                ) from exc
             has_labels = bundle.table.labels is not None
             if has_labels and labels is None:
                 raise ApiError(422, "this bundle has labels: give a `label` for every image")
             if not has_labels and labels is not None:
                 raise ApiError(422, "this bundle has no labels: add images without `label`")
             ids = bundle.add(images, labels)
-            bundle.save(self.root)
+            self._save_version(bundle)
             del bundle
         return ids, self.current()
+
+    @contextlib.contextmanager
+    def _updating(self) -> Iterator[None]:
+        """Hold the bundle's update lock; a lock that cannot be taken answers 507 or 503."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(update_lock(self.root))
+            except (SDRIndexError, OSError) as exc:
+                raise self._write_failure(exc, "take the update lock") from exc
+            yield
+
+    def _save_version(self, bundle: Bundle) -> None:
+        """``bundle.save`` as a new version; on failure, no version of it is left behind.
+
+        ``Bundle.save`` removes its temporary folder itself; a failure after that folder
+        became a version (the swap of ``current``) would leave a complete but never-served
+        ``v-*`` folder: removed here (it appeared while this writer held the update lock,
+        so it is this save's).
+        """
+        before = {p.name for p in self.root.glob("v-*")}
+        try:
+            bundle.save(self.root)
+        except (SDRIndexError, OSError) as exc:
+            live = self._target()
+            for left in self.root.glob("v-*"):
+                if left.name not in before and left.name != live:
+                    log.warning("removing %s, a version whose save failed", left)
+                    shutil.rmtree(left, ignore_errors=True)
+            raise self._write_failure(exc, "save the new version") from exc
+
+    def _write_failure(self, exc: BaseException, what: str) -> ApiError:
+        """The answer to a failed write: 507 when the disk is full, else 503; logged."""
+        log.error("could not %s of %s: %s", what, self.root, exc)
+        loaded = self._loaded
+        serving = f" ({loaded.version})" if loaded is not None else ""
+        kept = f"the items were not added and the previous version{serving} is still served"
+        if disk_full(exc):
+            return ApiError(
+                507,
+                f"no space left on the bundle's volume to {what} of {self.name}: {kept}; "
+                "free some space (or grow the volume) and send the items again",
+            )
+        return ApiError(
+            503,
+            f"could not {what} of {self.name} ({self.public(str(exc))}): {kept}; "
+            "check that the bundle's volume is writable and send the items again",
+            {"Retry-After": str(max(1, math.ceil(self.settings.retry_backoff_s)))},
+        )
 
     # ------------------------------------------------------------------ samples
 
