@@ -212,7 +212,11 @@ class Load:
         import httpx
 
         rng = np.random.default_rng(1000 + i)
-        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+        # A connection per request: one kept alive to the killed worker would be reset on
+        # its next use whatever the server does, so only requests in flight at the kill
+        # may see a broken connection.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=self.url, timeout=30.0, limits=limits) as client:
             for n in range(budget):
                 if self.stop.wait(self.pace):
                     return

@@ -95,8 +95,11 @@ def os_problem(exc: OSError, path: Path, write: bool = False) -> tuple[str, str 
         return "is a folder, expected a file", "give the path of the file inside it"
     if isinstance(exc, NotADirectoryError):
         return "a part of the path is a file, not a folder", "check the path"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device ({exc.strerror})", "free some space and try again"
+    # numpy's short write of an array carries no errno: "<n> requested and <m> written"
+    short_write = exc.errno is None and " requested and " in str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write:
+        why = exc.strerror or exc
+        return f"no space left on the device ({why})", "free some space and try again"
     if exc.errno == errno.EROFS:
         return "the file system is read-only", "write somewhere else"
     return f"{'cannot write' if write else 'cannot read'} ({exc.strerror or exc})", None

@@ -335,3 +335,14 @@ def test_store_module_is_the_only_home_of_fsync_and_flock():
         text = (root / module).read_text()
         for word in ("os.fsync", "fcntl", "os.replace", "os.rename", "np.save("):
             assert word not in text, f"{module} writes with {word}: use sdrindex._store"
+
+
+def test_numpy_short_write_reads_as_a_full_disk():
+    """numpy reports a full disk mid-array as "<n> requested and <m> written", no errno."""
+    from sdrindex._store import os_problem
+
+    what, fix = os_problem(OSError("7840000 requested and 1048448 written"), Path("a.npy"), True)
+    assert what.startswith("no space left on the device"), what
+    assert fix == "free some space and try again"
+    what, _ = os_problem(OSError("something else"), Path("a.npy"), True)
+    assert what.startswith("cannot write"), what

@@ -8,8 +8,6 @@ from typing import Any
 
 from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
 
-from sdrindex.errors import ParameterError
-
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -40,6 +38,10 @@ def run_reuseport(config: Any) -> None:
     try:
         holder = _reuseport_socket(config.host, config.port)
     except OSError as exc:
+        # imported here: a worker process imports this module before it can answer the
+        # supervisor's first ping, and all of sdrindex takes seconds on a busy machine
+        from sdrindex.errors import ParameterError
+
         raise ParameterError(
             f"cannot listen on {config.host}:{config.port} ({exc.strerror or exc}); "
             "is another server using the port? Choose another with --port"

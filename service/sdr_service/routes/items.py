@@ -221,6 +221,7 @@ def router(settings: Settings) -> APIRouter:
         responses={
             401: {"model": schemas.ErrorResponse, "description": "missing or wrong key"},
             403: {"model": schemas.ErrorResponse, "description": "writes disabled"},
+            507: {"model": schemas.ErrorResponse, "description": "no space left to store them"},
         },
     )
     async def add_items(
