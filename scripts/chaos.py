@@ -404,6 +404,7 @@ class Chaos:
     problems: list[str] = field(default_factory=list)
     kill_at: float | None = None
     dead_at: float | None = None
+    back_at: float | None = None  # both workers ready again after the kill
 
     def check(self, ok: bool, problem: str) -> None:
         if not ok:
@@ -459,6 +460,7 @@ class Chaos:
         except AssertionError as exc:
             kids = worker_children(self.server.proc.pid)
             raise AssertionError(f"{exc}; last /readyz {states(last)}; workers {kids}") from None
+        self.back_at = time.monotonic()
         say(f"new worker(s) {sorted(set(after) - set(before))} ready")
         self.facts["killed_pid"] = victim
         self.facts["new_pids"] = sorted(set(after) - set(before))
@@ -591,7 +593,12 @@ def judge(run: Chaos) -> None:
         key = f"{a.kind} {a.status if a.status is not None else 'no answer'}"
         kinds[key] += 1
         if a.status is None:
-            cut = run.dead_at is not None and a.start <= run.dead_at and a.end >= run.kill_at
+            # In flight or queued on the killed worker, or caught while its replacement
+            # joined the port's SO_REUSEPORT group (Linux resets connections queued on a
+            # listener that goes away unless net.ipv4.tcp_migrate_req=1): from the kill
+            # until both workers answer again.
+            until = run.back_at if run.back_at is not None else run.dead_at
+            cut = until is not None and a.start <= until and a.end >= run.kill_at
             run.check(cut, f"{a.kind} got no answer outside the kill ({a.error})")
         elif a.status >= 500 and a.status not in (503, 507):
             run.problems.append(f"{a.kind} answered {a.status}: {a.detail}")
