@@ -401,5 +401,6 @@ def test_query_rejects_a_non_image(tmp_path, mnist_small, capsys):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"definitely not a png")
     assert main(["query", str(tmp_path / "bd"), str(junk)]) == 3  # bad input data
-    assert "not a readable image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "junk.png is not an image in a supported format" in err, err
     shutil.rmtree(tmp_path / "bd")
