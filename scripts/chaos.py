@@ -432,7 +432,7 @@ class Chaos:
         target = self.load.count() + more
         poll(lambda: self.load.count() >= target, timeout, f"{more} more answers")
 
-    def kill_worker(self, timeout: float = 60.0) -> None:
+    def kill_worker(self, timeout: float = 120.0) -> None:
         """SIGKILL one worker; wait until a new one (and the other) answer /readyz 200."""
         before = readyz_all(self.server.url)
         children = worker_children(self.server.proc.pid)
