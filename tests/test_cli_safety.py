@@ -247,3 +247,22 @@ def test_help_documents_the_exit_codes_and_errors_have_no_traceback(tmp_path):
     )
     assert res.returncode == cli.EXIT_BUNDLE
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_python_m_serve_uses_the_cli_exit_codes(tmp_path):
+    """``python -m sdr_service.serve`` ends like ``sdrindex serve``: one line, the same codes."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sdr_service.serve", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bad_port = run("--port", "70000")
+    assert bad_port.returncode == 2, bad_port.stderr
+    assert "--port must be in 0..65535" in bad_port.stderr
+    missing = run("--no-build", "--bundle", str(tmp_path / "nothing"))
+    assert missing.returncode == 4, missing.stderr  # a bundle problem, not a usage error
+    assert missing.stderr.count("\n") == 1 and "sdrindex build --out" in missing.stderr

@@ -182,6 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sdr_service.serve [options]``: as ``sdrindex serve``."""
+    from sdrindex.cli import error_message, exit_code
     from sdrindex.errors import SDRIndexError
 
     parser = argparse.ArgumentParser(prog="sdrindex")
@@ -190,11 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args) or 0)
-    except SDRIndexError as exc:
-        print(f"sdrindex: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except (SDRIndexError, OSError, KeyboardInterrupt) as exc:
+        # the same one line and exit codes as `sdrindex serve` (README: Exit codes)
+        print(error_message(exc), file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":
