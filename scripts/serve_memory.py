@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -27,19 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-#: This tree's code, for the script and for the server it starts (not an installed copy).
-TREE = [str(ROOT), str(ROOT / "service"), str(ROOT / "tests")]
-for _p in reversed(TREE):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-
-def tree_env() -> dict[str, str]:
-    """``PYTHONPATH`` making a server started from here import this tree's code."""
-    old = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": os.pathsep.join(TREE[:2] + ([old] if old else []))}
-
+# chaos.py (beside this script) puts this tree's code first on sys.path and says how a
+# server started from here imports it too.
+from chaos import tree_env  # noqa: E402
 
 KEY = "memory-key"
 

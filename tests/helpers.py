@@ -14,6 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+#: A small, fast SP over 28x28 digits (16x16 columns, 12 active) for the tests.
+SMALL_SP = {
+    "inputDimensions": [28, 28],
+    "columnDimensions": [16, 16],
+    "potentialRadius": 5,
+    "potentialPct": 0.5,
+    "globalInhibition": True,
+    "numActiveColumnsPerInhArea": 12,
+    "boostStrength": 1.0,
+    "seed": 7,
+}
+
 
 def build_small_bundle(
     out: str | Path, n: int = 1500, decoder: bool = True, backend: str = "exact"

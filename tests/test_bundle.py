@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import SMALL_SP
 from sdrindex.bundle import Bundle, resolve_version, update_lock
 from sdrindex.cli import main
 from sdrindex.datasets import binarize, load_mnist
@@ -23,17 +24,6 @@ from sdrindex.errors import BundleError
 from sdrindex.index import SDRIndex
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
-
-SMALL_SP = {
-    "inputDimensions": [28, 28],
-    "columnDimensions": [16, 16],
-    "potentialRadius": 5,
-    "potentialPct": 0.5,
-    "globalInhibition": True,
-    "numActiveColumnsPerInhArea": 12,
-    "boostStrength": 1.0,
-    "seed": 7,
-}
 
 
 @pytest.fixture(scope="module")

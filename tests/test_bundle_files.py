@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import SMALL_SP
 from sdrindex.bundle import (
     Bundle,
     clean_leftovers,
@@ -24,17 +25,6 @@ from sdrindex.errors import BundleError
 from sdrindex.index import SDRIndex
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
-
-SMALL_SP = {
-    "inputDimensions": [28, 28],
-    "columnDimensions": [16, 16],
-    "potentialRadius": 5,
-    "potentialPct": 0.5,
-    "globalInhibition": True,
-    "numActiveColumnsPerInhArea": 12,
-    "boostStrength": 1.0,
-    "seed": 7,
-}
 
 
 @pytest.fixture(scope="module")

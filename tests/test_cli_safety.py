@@ -13,21 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import SMALL_SP
 from sdrindex import cli
 from sdrindex.bundle import inspect_bundle, resolve_version, update_lock
 from sdrindex.cli import main
 from sdrindex.datasets import load_mnist
-
-SMALL_SP = {
-    "inputDimensions": [28, 28],
-    "columnDimensions": [16, 16],
-    "potentialRadius": 5,
-    "potentialPct": 0.5,
-    "globalInhibition": True,
-    "numActiveColumnsPerInhArea": 12,
-    "boostStrength": 1.0,
-    "seed": 7,
-}
 
 
 @pytest.fixture(scope="module")
