@@ -538,6 +538,8 @@ def adapt_synapses(x, m, state, params, work):
         if params.stim <= 0:
             adapt_and_finish_column(c, x, state, params)
             continue
+        # The same loop as adapt_and_finish_column plus the spare copy and the count, kept
+        # inline: as a second callee here it stopped LLVM inlining and cost 2.4x (htmcore).
         a = state.pot_ptr[c]
         b = state.pot_ptr[c + 1]
         k = a
