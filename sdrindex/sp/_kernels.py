@@ -171,8 +171,9 @@ def num_active_global(density, n_columns):
 def kth_largest_key(keys, n, k, hist):
     """The k-th largest of ``keys[:n]`` (uint32) by a three-pass radix select (11/11/10 bits).
 
-    Non-negative float32 values order like their bit patterns, so this selects floats too,
-    in O(n) whatever the number of ties (quickselect degrades on many equal values).
+    float32 values map to uint32 keys in the same order (see ``inhibit_global``), so this
+    selects floats too, in O(n) whatever the number of ties (quickselect degrades on many
+    equal values).
     """
     prefix = np.uint32(0)
     pmask = np.uint32(0)
@@ -211,32 +212,26 @@ def inhibit_global(vals, num_active, stim, out):
         return 0
     cand = np.empty(n, np.int64)
     nc = np.int64(0)  # not a literal: one compiled kth_largest_key
-    lowest = vals[0]
     for c in range(n):
-        v = vals[c]
-        if v < lowest:
-            lowest = v
-        if v >= stim:
+        if vals[c] >= stim:
             cand[nc] = c
             nc += 1
     if nc <= k:
         out[:nc] = cand[:nc]
         return nc
-    if lowest >= 0:
-        keys = np.empty(nc, np.uint32)
-        bits = vals.view(np.uint32)
-        for j in range(nc):
-            keys[j] = bits[cand[j]]
-        hist = np.empty(2048, np.int64)
-        t_key = kth_largest_key(keys, nc, k, hist)
-        t = np.empty(1, np.uint32)
-        t[0] = t_key
-        t = t.view(vals.dtype)[0]
-    else:
-        sub = np.empty(nc, vals.dtype)
-        for j in range(nc):
-            sub[j] = vals[cand[j]]
-        t = np.partition(sub, nc - k)[nc - k]
+    # float32 -> uint32 keys in the same order (sign bit flipped for v >= +0, all bits
+    # for v < 0): one radix select for any sign, and no np.partition (10 s of compile)
+    sign = np.uint32(0x80000000)
+    keys = np.empty(nc, np.uint32)
+    bits = vals.view(np.uint32)
+    for j in range(nc):
+        u = bits[cand[j]]
+        keys[j] = u ^ sign if u < sign else ~u
+    hist = np.empty(2048, np.int64)
+    t_key = kth_largest_key(keys, nc, k, hist)
+    t_bits = np.empty(1, np.uint32)
+    t_bits[0] = t_key ^ sign if t_key >= sign else ~t_key
+    t = t_bits.view(vals.dtype)[0]
     greater = 0
     for j in range(nc):
         if vals[cand[j]] > t:
