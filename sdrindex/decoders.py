@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from sdrindex._threads import n_threads, run_ranges
 from sdrindex.errors import ParameterError
 from sdrindex.sdr import popcount64
 
@@ -150,45 +151,65 @@ def _centred_upper(counts, col_counts, n, ridge, out):
         out[i, i] += ridge
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _softmax_grad(indptr, indices, W, b, y, grad_w, grad_b, n_chunks):
+@numba.njit(cache=True, nogil=True)
+def _softmax_grad_rows(indptr, indices, W, b, y, lo, hi, part_w, part_b):
+    """Rows lo..hi of ``softmax_grad``: adds X^T (P - T) into ``part_w``, (P - T) into
+    ``part_b`` and returns the cross-entropy sum (X: the CSR (indptr, indices) of the
+    active bits, P = softmax(x_r W + b), T the one-hot labels)."""
+    n_classes = W.shape[1]
+    s = np.empty(n_classes)
+    loss = 0.0
+    for r in range(lo, hi):
+        for k in range(n_classes):
+            s[k] = b[k]
+        for a in range(indptr[r], indptr[r + 1]):
+            i = indices[a]  # loaded once: the stores below might alias it
+            for k in range(n_classes):
+                s[k] += W[i, k]
+        peak = s[0]
+        for k in range(1, n_classes):
+            peak = max(peak, s[k])
+        total = 0.0
+        for k in range(n_classes):
+            s[k] = np.exp(s[k] - peak)
+            total += s[k]
+        loss += np.log(total) - np.log(s[y[r]])
+        for k in range(n_classes):
+            s[k] /= total
+        s[y[r]] -= 1.0
+        for k in range(n_classes):
+            part_b[k] += s[k]
+        for a in range(indptr[r], indptr[r + 1]):
+            i = indices[a]
+            for k in range(n_classes):
+                part_w[i, k] += s[k]
+    return loss
+
+
+def softmax_grad(indptr, indices, W, b, y, grad_w, grad_b, n_chunks):
     """loss = sum_r CE(softmax(x_r W + b), y_r); grad_w = X^T (P - T); grad_b = sum_r (P - T)_r.
 
     X is the CSR (indptr, indices) of the active bits; returns the loss. ``n_chunks`` row
-    blocks sum into their own gradients (``numba.get_num_threads()`` inside a kernel would
-    stop numba caching it).
+    blocks, on threads, sum into their own gradients, added in block order (the same sums
+    whatever the threads' timing).
     """
     n = indptr.shape[0] - 1
-    n_classes = W.shape[1]
-    part_w = np.zeros((n_chunks, W.shape[0], n_classes))
-    part_b = np.zeros((n_chunks, n_classes))
+    n_chunks = max(1, min(int(n_chunks), n))
+    part_w = np.zeros((n_chunks, W.shape[0], W.shape[1]))
+    part_b = np.zeros((n_chunks, W.shape[1]))
     loss = np.zeros(n_chunks)
-    for c in numba.prange(n_chunks):
-        s = np.empty(n_classes)
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            for k in range(n_classes):
-                s[k] = b[k]
-            for a in range(indptr[r], indptr[r + 1]):
-                for k in range(n_classes):
-                    s[k] += W[indices[a], k]
-            peak = s.max()
-            total = 0.0
-            for k in range(n_classes):
-                s[k] = np.exp(s[k] - peak)
-                total += s[k]
-            loss[c] += np.log(total) - np.log(s[y[r]])
-            for k in range(n_classes):
-                s[k] /= total
-            s[y[r]] -= 1.0
-            for k in range(n_classes):
-                part_b[c, k] += s[k]
-            for a in range(indptr[r], indptr[r + 1]):
-                for k in range(n_classes):
-                    part_w[c, indices[a], k] += s[k]
+
+    block = {c * n // n_chunks: c for c in range(n_chunks)}  # run_ranges' first rows
+
+    def rows(lo: int, hi: int) -> None:
+        c = block[lo]
+        loss[c] = _softmax_grad_rows(indptr, indices, W, b, y, lo, hi, part_w[c], part_b[c])
+
+    run_ranges(rows, n, n_chunks)
     for c in range(n_chunks):
         grad_w += part_w[c]
         grad_b += part_b[c]
-    return loss.sum()
+    return float(loss.sum())
 
 
 @dataclass(frozen=True)
@@ -508,7 +529,7 @@ def _logistic_lbfgs(
         W, b = unpack(x)
         grad_w, grad_b = np.zeros_like(W), np.zeros(n_classes)
         W = np.ascontiguousarray(W)
-        loss = _softmax_grad(indptr, indices, W, b, y, grad_w, grad_b, numba.get_num_threads())
+        loss = softmax_grad(indptr, indices, W, b, y, grad_w, grad_b, n_threads())
         grad_w += lam * W - np.outer(mu, grad_b)  # the centred intercept moves with W
         grad_v = sw * solve_triangular(low, grad_w, lower=True, check_finite=False)
         grad = np.concatenate([grad_v.ravel(), sb * grad_b])
