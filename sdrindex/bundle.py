@@ -107,7 +107,6 @@ def _versions() -> dict[str, str]:
     try:
         from importlib.metadata import version
 
-        out["pynndescent"] = version("pynndescent")
         out["scikit-learn"] = version("scikit-learn")
     except Exception:  # noqa: BLE001 - metadata is informative only
         pass

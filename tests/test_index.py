@@ -131,7 +131,7 @@ def clustered():
 
 @pytest.fixture(scope="module")
 def graph_index(clustered):
-    """One pynndescent build shared by the tests below (its NN-descent compiles ~30 s)."""
+    """One graph build shared by the tests below."""
     n_bits, data, _, _ = clustered
     return SDRIndex("nndescent").fit(data, n_bits=n_bits)
 
@@ -148,35 +148,6 @@ def test_nndescent_recall_on_clustered_data(clustered, graph_index):
     np.testing.assert_array_equal(ov, true)
     assert np.all(np.diff(ov, axis=1) <= 0)
     assert all(len(set(row)) == 10 for row in ids)
-
-
-def test_prepared_fit_builds_the_same_graph_in_a_worker_process(clustered, graph_index):
-    """prepare_fit compiles pynndescent in a worker process; fit gets the k-NN graph from it
-    and ends up with exactly the structures of an in-process build."""
-    n_bits, data, _, _ = clustered
-    index = SDRIndex("nndescent")
-    index.prepare_fit(n_bits, len(data))
-    builder = index._builder
-    assert builder is not None and builder._proc.poll() is None
-    index.fit(data, n_bits=n_bits)
-    assert builder.compile_seconds is not None  # the worker answered (no fallback)
-    assert builder._proc is None  # and was stopped
-    want = graph_index._arrays()
-    got = index._arrays()
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-
-
-def test_prepared_fit_falls_back_when_the_worker_dies(clustered, graph_index):
-    n_bits, data, queries, _ = clustered
-    index = SDRIndex("nndescent")
-    index.prepare_fit(n_bits, len(data))
-    builder = index._builder
-    builder._proc.kill()
-    index.fit(data, n_bits=n_bits)
-    assert builder.compile_seconds is None  # built here instead
-    np.testing.assert_array_equal(index.query(queries, 10)[1], graph_index.query(queries, 10)[1])
 
 
 def test_nndescent_save_load_identical_and_fast(clustered, graph_index, tmp_path):

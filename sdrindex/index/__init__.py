@@ -3,8 +3,8 @@
 Layout: ``facade`` (:class:`SDRIndex`: validation, snapshots, save/load), ``backend`` (the
 protocol every backend implements), ``registry`` (names -> backend classes), ``exact`` and
 ``graph`` (the two backends; ``_postings``, ``_graph_build`` and ``_graph_search`` hold
-their kernels), ``_builder`` and ``_worker`` (pynndescent compiled in a worker process),
-``params`` (the parameters and their checks) and ``format`` (``index.json`` checks).
+their kernels; ``_nndescent`` builds the k-NN graph), ``params`` (the parameters and their
+checks) and ``format`` (``index.json`` checks).
 """
 
 from .backend import Backend

@@ -1,9 +1,9 @@
-"""The graph backend's build: the k-NN graph (pynndescent), then the search graph.
+"""The graph backend's build: the k-NN graph (NN-descent), then the search graph.
 
-pynndescent builds the k-NN graph of the distinct SDRs (``bit_jaccard`` on packed rows; brute
-force below 2,048 distinct SDRs); the kernels here turn it into a search graph (partly
-diversified forward edges plus reverse edges, degree capped) and pick the start vertices.
-pynndescent is imported only here and only to build.
+NN-descent (:mod:`._nndescent`) builds the k-NN graph of the distinct SDRs (``bit_jaccard`` on
+packed rows; brute force below 2,048 distinct SDRs); the kernels here turn it into a search
+graph (partly diversified forward edges plus reverse edges, degree capped) and pick the
+start vertices.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..sdr import overlap_matrix, popcount64, row_popcount, to_words
+from ._nndescent import nn_descent
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
@@ -224,40 +225,27 @@ def _distinct_rows(
 def knn_graph(distinct: NDArray[np.uint8], params: dict[str, Any]) -> NDArray[np.int32]:
     """k-NN graph of the distinct SDRs, (n_distinct, n_neighbors) int32, -1 padded.
 
-    pynndescent builds it; below _EXACT_KNN_BELOW SDRs brute force is quicker than starting
-    pynndescent (whose NN-descent compiles for ~30 s in every process) and exact.
+    NN-descent (:func:`~._nndescent.nn_descent`) builds it; below _EXACT_KNN_BELOW SDRs brute
+    force is as quick, and exact.
     """
     n = distinct.shape[0]
-    k = _graph_neighbors(params, n, _mean_active(to_words(distinct)))
+    words = to_words(distinct)
+    k = _graph_neighbors(params, n, _mean_active(words))
     hamming = params["metric"] == "bit_hamming"
     if n <= 1:
         return np.full((n, 1), -1, dtype=np.int32)
     if n < _EXACT_KNN_BELOW or n <= k + 1:
-        return _exact_knn(to_words(distinct), min(k, n - 1), hamming)
-    from pynndescent import NNDescent  # slow import (~14 s cold): only when building
-
-    nnd = NNDescent(
-        distinct,
-        metric=params["metric"],
-        n_neighbors=k + 1,  # its public graph lists each point as its own first neighbour
-        n_trees=params["n_trees"],
+        return _exact_knn(words, min(k, n - 1), hamming)
+    return nn_descent(
+        words,
+        distinct.shape[1] * 8,
+        k,
+        hamming=hamming,
+        seed=int(params["random_state"] or 0),
         n_iters=params["n_iters"],
-        random_state=params["random_state"],
-        n_jobs=params["n_jobs"],
-        low_memory=True,
-        verbose=False,
+        n_starts=params["n_trees"],
+        threads=params["n_jobs"],
     )
-    indices, _ = nnd.neighbor_graph
-    return np.ascontiguousarray(indices[:, 1:], dtype=np.int32)
-
-
-def compile_nn_descent(n_bits: int, metric: str) -> None:
-    """Run pynndescent once on a few random SDRs of this width: compiles its NN-descent."""
-    from pynndescent import NNDescent
-
-    dummy = np.packbits(np.random.default_rng(0).random((300, n_bits)) < 0.1, axis=1)
-    NNDescent(dummy, metric=metric, n_neighbors=5, n_trees=1, n_iters=1,
-              low_memory=True, random_state=0, verbose=False)  # fmt: skip
 
 
 def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray[np.int32]:

@@ -56,12 +56,14 @@ class SDRIndex:
         ``"exact"``: inverted index, exact. ``"nndescent"``: approximate, graph search. The
         other parameters concern nndescent only (defaults: ``NNDESCENT_DEFAULTS``).
     n_neighbors : int or None
-        nndescent: neighbours per distinct SDR in the k-NN graph pynndescent builds (None:
+        nndescent: neighbours per distinct SDR in the k-NN graph NN-descent builds (None:
         20 for up to 100,000 distinct SDRs with >= 64 active bits on average, else 30;
         ``_graph_neighbors``).
-    n_trees, n_iters : int or None
-        nndescent: pynndescent's random projection trees and NN-descent iterations (None:
-        pynndescent's size-based choice).
+    n_trees : int or None
+        nndescent: min-hash orders NN-descent starts from (the part pynndescent's random
+        projection trees play; None: 6).
+    n_iters : int or None
+        nndescent: NN-descent rounds at most (None: max(5, round(log2 n))).
     diversify_prob : float in [0, 1]
         nndescent: probability of dropping an edge i->j when a kept neighbour of i is closer
         to j than i is (0 keeps every k-NN edge).
@@ -90,7 +92,7 @@ class SDRIndex:
     random_state : int or None
         nndescent: seed of the build.
     n_jobs : int or None
-        nndescent: threads used by pynndescent while building (None: all).
+        nndescent: threads used by NN-descent while building (None: numba's setting).
 
     Notes
     -----
@@ -100,8 +102,7 @@ class SDRIndex:
 
     nndescent returns true overlaps, ordered like the exact backend; it may miss items
     (approximate), and among equal overlaps it may return other ids than the exact backend's
-    lowest ones. The build needs pynndescent (its NN-descent compiles for ~30 s in each
-    process); queries and loading do not import it.
+    lowest ones.
 
     Examples
     --------
@@ -190,10 +191,9 @@ class SDRIndex:
 
     def prepare_fit(self, n_bits: int, n_items: int) -> None:
         """Start, in the background, the one-off work a later ``fit`` of ``n_items``
-        ``n_bits``-bit SDRs begins with (nndescent: compiling pynndescent's NN-descent in a
-        worker process, see :class:`~sdrindex.index.graph.GraphBuilder`), so that it
-        overlaps with whatever the caller does first. The next ``fit`` uses (and then
-        stops) it; it does nothing when the backend has no such work for that fit."""
+        ``n_bits``-bit SDRs begins with (``Backend.prepare``; the built-in backends have
+        none), so that it overlaps with whatever the caller does first. The next ``fit``
+        uses (and then stops) it; it does nothing when the backend has no such work."""
         prepared = self._backend_class.prepare(n_bits, n_items, self.params)
         if prepared is None:
             return

@@ -1,6 +1,6 @@
-"""The ``nndescent`` backend: a k-NN graph built by pynndescent, searched by our own kernels.
+"""The ``nndescent`` backend: a k-NN graph built by NN-descent, searched by our own kernels.
 
-A k-NN graph of the distinct SDRs, built by pynndescent (``bit_jaccard`` on packed rows;
+A k-NN graph of the distinct SDRs, built by NN-descent (``bit_jaccard`` on packed rows;
 brute force below 2,048 distinct SDRs), turned into a search graph (partly diversified
 forward edges plus reverse edges, degree capped) and searched best-first with the overlap
 itself as the score, so candidates come out ranked by exact overlap (the "re-rank" is the
@@ -8,7 +8,7 @@ search). Searches start from vertices sharing the query's active bits: far from 
 every overlap is 0 and a search has nothing to climb. Identical SDRs are one vertex standing
 for all their ids. The search runs in this package's own numba kernels over plain arrays:
 nothing is compiled per index, numba's disk cache serves every process, queries share no
-buffers, and an index restores with ``np.load``; pynndescent is imported only to build.
+buffers, and an index restores with ``np.load``.
 
 SDRs added after the graph was built go to a small exact buffer (an inverted index searched
 beside the graph), so they are found at once; ``rebuild`` folds them into the graph.
@@ -28,9 +28,7 @@ from .._store import data_error
 from .._threads import run_ranges
 from ..errors import DataError, ParameterError
 from ..sdr import n_bytes, readonly, to_csr, to_words, validate
-from ._builder import GraphBuilder
 from ._graph_build import (
-    _EXACT_KNN_BELOW,
     _FEW_ACTIVE,
     _N_GLOBAL_ENTRIES,
     _bit_rows,
@@ -41,7 +39,6 @@ from ._graph_build import (
     _mean_active,
     _pick_bit_entries,
     _search_graph_csr,
-    compile_nn_descent,
     knn_graph,
 )
 from ._graph_search import GraphArrays, _graph_batch, _graph_serial
@@ -49,7 +46,7 @@ from ._postings import Buffer, _build_postings, n_words
 from .backend import Prepared
 from .format import check_csr
 
-__all__ = ["GraphBackend", "GraphBuilder", "compile_nn_descent"]
+__all__ = ["GraphBackend"]
 
 
 def _auto_search(n_distinct: int, mean_active: float) -> tuple[int, float]:
@@ -143,10 +140,8 @@ class GraphBackend:
 
     @classmethod
     def prepare(cls, n_bits: int, n_items: int, params: dict[str, Any]) -> Prepared | None:
-        """A :class:`GraphBuilder` compiling pynndescent when the build will need it."""
-        if n_items < _EXACT_KNN_BELOW:
-            return None
-        return GraphBuilder(n_bits, params["metric"])
+        """Nothing: the build's kernels come from numba's cache."""
+        return None
 
     @classmethod
     def build(
@@ -158,10 +153,7 @@ class GraphBackend:
     ) -> GraphBackend:
         distinct, group_ptr, group_ids = _distinct_rows(packed)
         words = to_words(distinct)
-        if isinstance(prepared, GraphBuilder) and distinct.shape[0] >= _EXACT_KNN_BELOW:
-            knn = prepared.knn_graph(distinct, params)
-        else:
-            knn = knn_graph(distinct, params)
+        knn = knn_graph(distinct, params)
         seed = int(params["random_state"] or 0)
         hamming = params["metric"] == "bit_hamming"
         kept, kept_d = _diversify(knn, words, float(params["diversify_prob"]), seed, hamming)
