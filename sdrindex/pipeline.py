@@ -5,9 +5,10 @@ service's first start, ``sdrindex sweep``, the benchmarks and the tests all call
 stage is timed and reported through one callback (:class:`Progress`), so a terminal, a log
 or a test sees the same events.
 
-The graph index's compiler starts before the SP learns (``SDRIndex.prepare_fit``: on the
-other core, in a worker process), and the decoders fit on a thread while the graph index
-builds, which is why the stages are not simply chained calls.
+The later stages' kernels compile in another process while the SP learns
+(:class:`~sdrindex.warmup.WarmUp`), a backend's preparation starts before the SP learns
+(``SDRIndex.prepare_fit``), and the decoders fit on a thread while the graph index builds,
+which is why the stages are not simply chained calls.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
+from sdrindex.warmup import WarmUp
 
 __all__ = [
     "STAGES",
@@ -271,7 +273,9 @@ def build_bundle(
         )
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
-    index.prepare_fit(sp.n_columns, n)  # pynndescent compiles on the other core meanwhile
+    # the later stages' kernels compile in another process while the SP learns on one core
+    warm = WarmUp(sp.get_params(), backend, index_params, kinds)
+    index.prepare_fit(sp.n_columns, n)  # a backend's own background work, if it has any
     try:
         with stages.stage("binarize"):
             X = binarize(arr, threshold).reshape(n, -1)
@@ -290,8 +294,10 @@ def build_bundle(
         )
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)
     except BaseException:
-        index.cancel_fit()  # no graph worker outlives a failed build
+        index.cancel_fit()  # no background work outlives a failed build
         raise
+    finally:
+        warm.close()
     if times is not None:
         times.seconds.update(stages.times.seconds)
     return bundle
