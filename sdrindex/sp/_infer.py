@@ -1,7 +1,7 @@
 """The Spatial Pooler's inference and back-projection as numba kernels.
 
 Inference reads an :class:`~._structs.InferModel` (the plan built once per learned state)
-and never changes the state. Small batches run on the calling thread (:func:`infer_rows`,
+and never changes the state. Small batches run on the calling thread (:func:`infer_small`,
 no thread-pool wake-up: on a shared machine that costs milliseconds); larger ones as
 ranges of rows on threads (``sdrindex._threads.run_ranges``), the same kernel on each.
 """
@@ -64,14 +64,20 @@ def use_bits_path(X, model, path):
 
 
 @nb.njit(**_NJIT)
-def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
-    """NuPIC's ``compute(x, learn=False)`` on rows ``start:stop`` of ``X`` (no state change).
+def infer_small(X, handle, use_boost, path, out_packed):
+    """NuPIC's ``compute(x, learn=False)`` on every row of ``X`` on the calling thread (no
+    state change); ``handle`` is an :class:`~._structs.InferHandle` (model and boost).
 
-    Overlaps by popcount over the columns' connected bits (``use_bits``) or by scattering
-    the active inputs' connected columns (input-major CSR), raw (NuPIC) or multiplied by
-    ``boost`` (htm.core, ``use_boost``); global or local inhibition; winners written as
-    packed bits into ``out_packed``.
+    Overlaps by popcount over the columns' connected bits or by scattering the active
+    inputs' connected columns (input-major CSR), as :func:`use_bits_path` picks; raw (NuPIC)
+    or multiplied by the boost factors (htm.core, ``use_boost``); global or local
+    inhibition; winners written as packed bits into ``out_packed``. Larger batches run
+    this on ranges of rows on threads. One kernel, not a per-range kernel under it: numba
+    re-optimises a callee's code in every caller, 2 s of compile on a cold cache.
     """
+    model = handle.model
+    boost = handle.boost
+    use_bits = use_bits_path(X, model, path)
     n_in = X.shape[1]
     n_cols = model.conn_bits.shape[1]
     counts = np.zeros(n_cols, np.int32)
@@ -81,7 +87,7 @@ def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
     flag = np.zeros(n_cols, np.bool_)
     xbits = np.zeros(model.conn_bits.shape[0], np.uint64)
     acc = np.zeros(n_cols, np.uint64)
-    for t in range(start, stop):
+    for t in range(X.shape[0]):
         x = X[t]
         if use_bits:
             xbits[:] = 0
@@ -113,16 +119,6 @@ def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
         for w in range(m):
             c = winners[w]
             out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
-
-
-@nb.njit(**_NJIT)
-def infer_small(X, handle, use_boost, path, out_packed):
-    """:func:`infer_rows` on every row of ``X`` on the calling thread (small batches);
-    ``handle`` is an :class:`~._structs.InferHandle` (model and boost factors)."""
-    model = handle.model
-    use_bits = use_bits_path(X, model, path)
-    start = np.int64(0)  # not a literal: one compiled infer_rows for every path
-    infer_rows(X, start, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
 
 
 @nb.njit(**_NJIT)

@@ -6,8 +6,9 @@ state, exactly as numpy does when a Python float meets a float32 array. The name
 NuPIC methods each kernel mirrors are given in its docstring. The kernels take the typed
 structures of :mod:`._structs` (layouts documented there); inference is in :mod:`._infer`.
 
-One learning step (:func:`learn_step`) runs the phases in NuPIC's order:
-:func:`calculate_overlap`, :func:`inhibit_columns`, :func:`adapt_synapses`,
+One learning step (in :func:`learn_steps`) runs the phases in NuPIC's order:
+:func:`calculate_overlap`, inhibition (:func:`inhibit_global` or :func:`inhibit_local`),
+:func:`adapt_synapses`,
 :func:`update_duty_cycles`, :func:`bump_up_weak_columns`, :func:`update_boost_factors`,
 and every ``update_period`` steps :func:`update_inhibition_radius` and
 :func:`update_min_duty_cycles`.
@@ -198,6 +199,17 @@ def kth_largest_key(keys, n, k, hist):
 
 
 @nb.njit(**_NJIT)
+def reverse(a, m):
+    """Reverse ``a[:m]`` in place (a slice copy would compile numba's shape-error message:
+    about 3 s of string code on a cold cache)."""
+    for i in range(m // 2):
+        j = m - 1 - i
+        v = a[i]
+        a[i] = a[j]
+        a[j] = v
+
+
+@nb.njit(**_NJIT)
 def inhibit_global(vals, num_active, stim, out):
     """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
 
@@ -217,7 +229,8 @@ def inhibit_global(vals, num_active, stim, out):
             cand[nc] = c
             nc += 1
     if nc <= k:
-        out[:nc] = cand[:nc]
+        for j in range(nc):  # loops, not slice copies: those compile a shape-error message
+            out[j] = cand[j]
         return nc
     # float32 -> uint32 keys in the same order (sign bit flipped for v >= +0, all bits
     # for v < 0): one radix select for any sign, and no np.partition (10 s of compile)
@@ -246,7 +259,7 @@ def inhibit_global(vals, num_active, stim, out):
                 ties -= 1
             out[m] = c
             m += 1
-    out[:m] = out[:m][::-1].copy()
+    reverse(out, m)
     return m
 
 
@@ -282,7 +295,7 @@ def inhibit_global_counts(counts, num_active, stim, hist, out):
         if take and v >= stim:
             out[m] = c
             m += 1
-    out[:m] = out[:m][::-1].copy()
+    reverse(out, m)
     return m
 
 
@@ -394,27 +407,25 @@ def adapt_and_finish_column(c, x, state, params):
 
 
 @nb.njit(**_NJIT)
-def update_column(c, state, params, raise_perm):
-    """NuPIC's ``_updatePermanencesForColumn``: optionally clip and raise to the stimulus
-    threshold, then trim, clip and refresh the connected bits."""
-    if raise_perm:
-        perm = state.perm
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        connected = 0
-        for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
-            p = min(max(perm[k], zero), one)
-            perm[k] = p
-            connected += p > params.conn_thr
-        raise_to_threshold(c, state, params, connected)
-    finish_column(c, state, params)
-
-
-@nb.njit(**_NJIT)
 def update_columns(state, params, raise_perm):
-    """``update_column`` on every column in order (a freshly set state)."""
+    """NuPIC's ``_updatePermanencesForColumn`` on every column in order (a freshly set
+    state): optionally clip and raise to the stimulus threshold, then trim, clip and
+    refresh the connected bits. Returns the inhibition radius of the result
+    (:func:`update_inhibition_radius`), so a new state costs one compiled kernel, not two.
+    """
+    perm = state.perm
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
     for c in range(state.pot_ptr.shape[0] - 1):
-        update_column(c, state, params, raise_perm)
+        if raise_perm:
+            connected = np.int64(0)  # not a literal 0: one compiled raise_to_threshold
+            for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
+                p = min(max(perm[k], zero), one)
+                perm[k] = p
+                connected += p > params.conn_thr
+            raise_to_threshold(c, state, params, connected)
+        finish_column(c, state, params)
+    return update_inhibition_radius(state, params)
 
 
 @nb.njit(**_NJIT)
@@ -461,9 +472,9 @@ def inhibition_radius_local(state, params):
 # ------------------------------------------------------------------ one learning step
 
 
-@nb.njit(**_NJIT)
-def new_work(n_words, n_cols):
-    """Scratch buffers for learning steps on ``n_cols`` columns and ``n_words`` input words."""
+def new_work(n_words: int, n_cols: int) -> Work:
+    """Scratch buffers for learning steps on ``n_cols`` columns and ``n_words`` input words
+    (plain numpy: a kernel for this compiled for a second)."""
     return Work(
         np.zeros(n_words, np.uint64),
         np.zeros(n_cols, np.uint64),
@@ -498,17 +509,6 @@ def calculate_overlap(x, conn_bits, work):
 
 
 @nb.njit(**_NJIT)
-def inhibit_columns(vals, density, radius, params, nbr, work):
-    """NuPIC's ``_inhibitColumns`` on boosted overlaps ``vals``; winners (ascending) go to
-    ``work.winners``, their count is returned."""
-    n_cols = vals.shape[0]
-    if params.global_inhibition or radius > params.max_col_dim:
-        k = num_active_global(density, n_cols)
-        return inhibit_global(vals, k, params.stim, work.winners)
-    return inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
-
-
-@nb.njit(**_NJIT)
 def adapt_synapses(x, m, state, params, work):
     """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
     clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``.
@@ -538,7 +538,7 @@ def adapt_synapses(x, m, state, params, work):
         a = state.pot_ptr[c]
         b = state.pot_ptr[c + 1]
         k = a
-        connected = 0
+        connected = np.int64(0)
         for wd in range(state.conn_bits.shape[0]):
             word = np.uint64(0)
             end = (wd + 1) << 6
@@ -658,63 +658,71 @@ def update_min_duty_cycles(radius, n_inputs, state, params, nbr, work):
 
 
 @nb.njit(**_NJIT_GIL)
-def learn_step(x, state, params, nbr, work):
-    """NuPIC's ``compute(x, learn=True)`` on one 0/1 row ``x`` (I,).
+def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps):
+    """NuPIC's ``compute(x, learn=True)`` on every 0/1 row of ``X`` (n, I) in order.
 
-    Returns the number of winners (ascending in ``work.winners[:m]``, raw overlaps in
-    ``work.ov``) and the neighbour table for the radius the step ended with.
+    Each step runs the phases in NuPIC's order; its winners are ascending in
+    ``work.winners[:m]`` and its raw overlaps in ``work.ov``. Writes each step's active
+    columns as packed bits into ``out_packed`` (n, ceil(C/8)) and, when ``out_overlaps``
+    has n rows, the raw overlaps (n, C) int32. Returns the last step's number of winners
+    and the neighbour table for the final radius.
+
+    The steps are written out here rather than in a per-step kernel: numba re-optimises
+    every callee's code at each level of kernels calling kernels, so one level less is
+    3 s less compile on a cold cache.
     """
     counters = state.counters
-    counters[0] += 1
-    counters[1] += 1
-    it = counters[0]
-    radius = counters[2]
-    nbr = neighbours_for(nbr, radius, params)
-    calculate_overlap(x, state.conn_bits, work)
     vals = work.vals
-    for c in range(vals.shape[0]):
-        vals[c] = state.boost[c] * np.float32(work.ov[c])
-    nd = params.col_dims.shape[0]
     n_cols = vals.shape[0]
-    density = inhibition_density(
-        params.local_area_density, params.num_active_per_area, radius, nd, n_cols
-    )
-    m = inhibit_columns(vals, density, radius, params, nbr, work)
-    adapt_synapses(x, m, state, params, work)
-    update_duty_cycles(it, state, params, work)
-    bump_up_weak_columns(state, params)
-    update_boost_factors(radius, state, params, nbr, work)
-    if it % params.update_period == 0:
-        radius = update_inhibition_radius(state, params)
+    nd = params.col_dims.shape[0]
+    record_ov = out_overlaps.shape[0] == X.shape[0]
+    m = 0
+    for t in range(X.shape[0]):
+        x = X[t]
+        counters[0] += 1
+        counters[1] += 1
+        it = counters[0]
+        radius = counters[2]
         nbr = neighbours_for(nbr, radius, params)
-        update_min_duty_cycles(radius, x.shape[0], state, params, nbr, work)
+        calculate_overlap(x, state.conn_bits, work)
+        for c in range(n_cols):
+            vals[c] = state.boost[c] * np.float32(work.ov[c])
+        density = inhibition_density(
+            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+        )
+        # NuPIC's _inhibitColumns on the boosted overlaps
+        if params.global_inhibition or radius > params.max_col_dim:
+            k = num_active_global(density, n_cols)
+            m = inhibit_global(vals, k, params.stim, work.winners)
+        else:
+            m = inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
+        adapt_synapses(x, m, state, params, work)
+        update_duty_cycles(it, state, params, work)
+        bump_up_weak_columns(state, params)
+        update_boost_factors(radius, state, params, nbr, work)
+        if it % params.update_period == 0:
+            radius = update_inhibition_radius(state, params)
+            nbr = neighbours_for(nbr, radius, params)
+            update_min_duty_cycles(radius, x.shape[0], state, params, nbr, work)
+        if record_ov:
+            for c in range(n_cols):
+                out_overlaps[t, c] = work.ov[c]
+        for w in range(m):
+            c = work.winners[w]
+            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
     return m, nbr
 
 
 @nb.njit(**_NJIT_GIL)
 def learn_one(x, learner):
-    """:func:`learn_step` through a :class:`~._structs.Learner` handle (cheap to call from
-    Python); the handle keeps the neighbour table. Returns the number of winners."""
-    m, nbr = learn_step(x, learner.state, learner.params, learner.nbr, learner.work)
+    """One learning step on the 0/1 row ``x`` through a :class:`~._structs.Learner` handle
+    (cheap to call from Python); the handle keeps the neighbour table. Returns the number
+    of winners (ascending in ``learner.work.winners``)."""
+    work = learner.work
+    n_cols = work.vals.shape[0]
+    X = x.reshape((1, x.shape[0]))  # the type fit's kernel has: one compiled learn_steps
+    packed = np.zeros((1, (n_cols + 7) >> 3), np.uint8)
+    overlaps = np.zeros((0, n_cols), np.int32)
+    m, nbr = learn_steps(X, learner.state, learner.params, learner.nbr, work, packed, overlaps)
     learner.nbr = nbr
     return m
-
-
-@nb.njit(**_NJIT_GIL)
-def learn_steps(X, state, params, nbr, out_packed, out_overlaps):
-    """:func:`learn_step` on every row of ``X`` (n, I) in order.
-
-    Writes each step's active columns as packed bits into ``out_packed`` (n, ceil(C/8))
-    and, when ``out_overlaps`` has n rows, the raw overlaps (n, C) int32. Returns the
-    neighbour table for the final radius.
-    """
-    work = new_work(state.conn_bits.shape[0], state.boost.shape[0])
-    record_ov = out_overlaps.shape[0] == X.shape[0]
-    for t in range(X.shape[0]):
-        m, nbr = learn_step(X[t], state, params, nbr, work)
-        if record_ov:
-            out_overlaps[t, :] = work.ov
-        for w in range(m):
-            c = work.winners[w]
-            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
-    return nbr

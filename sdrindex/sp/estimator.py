@@ -279,11 +279,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         kstate = self._kernel_state(np.zeros(3, np.int64))
-        K.update_columns(kstate, params, raise_perm)
+        computed = K.update_columns(kstate, params, raise_perm)
         radius = state.get("inhibition_radius")
-        if radius is None:
-            radius = K.update_inhibition_radius(kstate, params)
-        self.inhibition_radius_ = int(radius)
+        self.inhibition_radius_ = int(computed if radius is None else radius)
 
     def _build_pools(self) -> None:
         rows, cols = np.nonzero(self.potential_)
@@ -479,6 +477,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters = self._counters()
         self._state_changed()
         state = self._kernel_state(counters)
+        if cache.work is None:
+            cache.work = K.new_work(self._conn_bits.shape[0], cache.n_columns)
+        work = cache.work
         bar = None
         if progress and n >= 2000 and sys.stderr.isatty():
             from tqdm import tqdm
@@ -488,11 +489,12 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         try:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                cache.neighbours = K.learn_steps(
+                _, cache.neighbours = K.learn_steps(
                     X[start:stop],
                     state,
                     params,
                     cache.neighbours,
+                    work,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
                 )
