@@ -6,12 +6,13 @@ state, exactly as numpy does when a Python float meets a float32 array. The name
 NuPIC methods each kernel mirrors are given in its docstring. The kernels take the typed
 structures of :mod:`._structs` (layouts documented there); inference is in :mod:`._infer`.
 
-One learning step (in :func:`learn_steps`) runs the phases in NuPIC's order:
+One learning step (:func:`._step.learn_steps`) runs the phases in NuPIC's order:
 :func:`calculate_overlap`, inhibition (:func:`inhibit_global` or :func:`inhibit_local`),
-:func:`adapt_synapses`,
-:func:`update_duty_cycles`, :func:`bump_up_weak_columns`, :func:`update_boost_factors`,
-and every ``update_period`` steps :func:`update_inhibition_radius` and
-:func:`update_min_duty_cycles`.
+:func:`adapt_synapses`, :func:`update_duty_cycles`, :func:`bump_up_weak_columns`, the
+boost update (:func:`boost_exponents_global` or :func:`boost_exponents_local`, then
+:func:`update_boost_factors`), and every ``update_period`` steps
+:func:`update_inhibition_radius` and the minimum duty cycles
+(:func:`min_duty_cycles_global` or :func:`min_duty_cycles_local`).
 """
 
 from __future__ import annotations
@@ -407,28 +408,6 @@ def adapt_and_finish_column(c, x, state, params):
 
 
 @nb.njit(**_NJIT)
-def update_columns(state, params, raise_perm):
-    """NuPIC's ``_updatePermanencesForColumn`` on every column in order (a freshly set
-    state): optionally clip and raise to the stimulus threshold, then trim, clip and
-    refresh the connected bits. Returns the inhibition radius of the result
-    (:func:`update_inhibition_radius`), so a new state costs one compiled kernel, not two.
-    """
-    perm = state.perm
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for c in range(state.pot_ptr.shape[0] - 1):
-        if raise_perm:
-            connected = np.int64(0)  # not a literal 0: one compiled raise_to_threshold
-            for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
-                p = min(max(perm[k], zero), one)
-                perm[k] = p
-                connected += p > params.conn_thr
-            raise_to_threshold(c, state, params, connected)
-        finish_column(c, state, params)
-    return update_inhibition_radius(state, params)
-
-
-@nb.njit(**_NJIT)
 def inhibition_radius_local(state, params):
     """NuPIC's ``_updateInhibitionRadius`` (local): mean connected span x columns per input."""
     pot_ptr = state.pot_ptr
@@ -586,31 +565,45 @@ def bump_up_weak_columns(state, params):
             finish_column(c, state, params)  # update_column without the raise
 
 
-@nb.njit(**_NJIT_GIL)
-def update_boost_factors(radius, state, params, nbr, work):
-    """NuPIC's ``_updateBoostFactors``: b = exp((target density - active duty) * strength),
-    the target being the density (global) or the neighbourhood's mean active duty cycle."""
+@nb.njit(**_NJIT)
+def boost_exponents_global(radius, state, params, work):
+    """The exponents of NuPIC's ``_updateBoostFactors`` under global inhibition,
+    (target density - active duty) * strength, into ``work.vals``."""
     adc = state.active_duty
     vals = work.vals
     n_cols = adc.shape[0]
     strength = params.boost_strength
-    if params.global_inhibition:
-        nd = params.col_dims.shape[0]
-        density = inhibition_density(
-            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
-        )
-        target = np.float32(density)
-        for c in range(n_cols):
-            vals[c] = (target - adc[c]) * strength
-    else:
-        gather = work.gather
-        for c in range(n_cols):
-            a = nbr.ptr[c]
-            cnt = nbr.ptr[c + 1] - a
-            for j in range(cnt):
-                gather[j] = adc[nbr.idx[a + j]]
-            mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
-            vals[c] = (mean - adc[c]) * strength
+    nd = params.col_dims.shape[0]
+    density = inhibition_density(
+        params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+    )
+    target = np.float32(density)
+    for c in range(n_cols):
+        vals[c] = (target - adc[c]) * strength
+
+
+@nb.njit(**_NJIT)
+def boost_exponents_local(state, params, nbr, work):
+    """The exponents of NuPIC's ``_updateBoostFactors`` under local inhibition, the target
+    being the neighbourhood's mean active duty cycle, into ``work.vals``."""
+    adc = state.active_duty
+    vals = work.vals
+    strength = params.boost_strength
+    gather = work.gather
+    for c in range(adc.shape[0]):
+        a = nbr.ptr[c]
+        cnt = nbr.ptr[c + 1] - a
+        for j in range(cnt):
+            gather[j] = adc[nbr.idx[a + j]]
+        mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
+        vals[c] = (mean - adc[c]) * strength
+
+
+@nb.njit(**_NJIT_GIL)
+def update_boost_factors(state, work):
+    """NuPIC's ``_updateBoostFactors``: b = exp(the exponents in ``work.vals``), see
+    :func:`boost_exponents_global` and :func:`boost_exponents_local`."""
+    vals = work.vals
     boost = state.boost
     # numpy's own float32 exp: libm's expf differs from it in the last bit for ~40% of
     # inputs, enough to flip boosted-overlap ties against NuPIC's runs.
@@ -630,99 +623,33 @@ def update_inhibition_radius(state, params):
 
 
 @nb.njit(**_NJIT)
-def update_min_duty_cycles(radius, n_inputs, state, params, nbr, work):
-    """NuPIC's ``_updateMinDutyCycles``: min_pct x the largest overlap duty cycle over the
-    region (global, or a radius beyond the input count) or over each neighbourhood."""
+def min_duty_cycles_global(state, params):
+    """NuPIC's ``_updateMinDutyCycles`` over the whole region (global inhibition, or a
+    radius beyond the input count): min_pct x the largest overlap duty cycle."""
+    odc = state.overlap_duty
+    min_odc = state.min_overlap_duty
+    top = odc[0]
+    for c in range(1, odc.shape[0]):
+        if odc[c] > top:
+            top = odc[c]
+    v = np.float32(params.min_pct) * top
+    for c in range(odc.shape[0]):
+        min_odc[c] = v
+
+
+@nb.njit(**_NJIT)
+def min_duty_cycles_local(state, params, nbr, work):
+    """NuPIC's ``_updateMinDutyCycles`` over each column's neighbourhood."""
     odc = state.overlap_duty
     min_odc = state.min_overlap_duty
     n_cols = odc.shape[0]
-    if params.global_inhibition or radius > n_inputs:
-        top = odc[0]
-        for c in range(1, n_cols):
-            if odc[c] > top:
-                top = odc[c]
-        v = np.float32(params.min_pct) * top
-        for c in range(n_cols):
-            min_odc[c] = v
-    else:
-        vals = work.vals
-        for c in range(n_cols):
-            a = nbr.ptr[c]
-            top = odc[nbr.idx[a]]
-            for j in range(a + 1, nbr.ptr[c + 1]):
-                if odc[nbr.idx[j]] > top:
-                    top = odc[nbr.idx[j]]
-            vals[c] = top * np.float32(params.min_pct)
-        for c in range(n_cols):
-            min_odc[c] = vals[c]
-
-
-@nb.njit(**_NJIT_GIL)
-def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps):
-    """NuPIC's ``compute(x, learn=True)`` on every 0/1 row of ``X`` (n, I) in order.
-
-    Each step runs the phases in NuPIC's order; its winners are ascending in
-    ``work.winners[:m]`` and its raw overlaps in ``work.ov``. Writes each step's active
-    columns as packed bits into ``out_packed`` (n, ceil(C/8)) and, when ``out_overlaps``
-    has n rows, the raw overlaps (n, C) int32. Returns the last step's number of winners
-    and the neighbour table for the final radius.
-
-    The steps are written out here rather than in a per-step kernel: numba re-optimises
-    every callee's code at each level of kernels calling kernels, so one level less is
-    3 s less compile on a cold cache.
-    """
-    counters = state.counters
     vals = work.vals
-    n_cols = vals.shape[0]
-    nd = params.col_dims.shape[0]
-    record_ov = out_overlaps.shape[0] == X.shape[0]
-    m = 0
-    for t in range(X.shape[0]):
-        x = X[t]
-        counters[0] += 1
-        counters[1] += 1
-        it = counters[0]
-        radius = counters[2]
-        nbr = neighbours_for(nbr, radius, params)
-        calculate_overlap(x, state.conn_bits, work)
-        for c in range(n_cols):
-            vals[c] = state.boost[c] * np.float32(work.ov[c])
-        density = inhibition_density(
-            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
-        )
-        # NuPIC's _inhibitColumns on the boosted overlaps
-        if params.global_inhibition or radius > params.max_col_dim:
-            k = num_active_global(density, n_cols)
-            m = inhibit_global(vals, k, params.stim, work.winners)
-        else:
-            m = inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
-        adapt_synapses(x, m, state, params, work)
-        update_duty_cycles(it, state, params, work)
-        bump_up_weak_columns(state, params)
-        update_boost_factors(radius, state, params, nbr, work)
-        if it % params.update_period == 0:
-            radius = update_inhibition_radius(state, params)
-            nbr = neighbours_for(nbr, radius, params)
-            update_min_duty_cycles(radius, x.shape[0], state, params, nbr, work)
-        if record_ov:
-            for c in range(n_cols):
-                out_overlaps[t, c] = work.ov[c]
-        for w in range(m):
-            c = work.winners[w]
-            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
-    return m, nbr
-
-
-@nb.njit(**_NJIT_GIL)
-def learn_one(x, learner):
-    """One learning step on the 0/1 row ``x`` through a :class:`~._structs.Learner` handle
-    (cheap to call from Python); the handle keeps the neighbour table. Returns the number
-    of winners (ascending in ``learner.work.winners``)."""
-    work = learner.work
-    n_cols = work.vals.shape[0]
-    X = x.reshape((1, x.shape[0]))  # the type fit's kernel has: one compiled learn_steps
-    packed = np.zeros((1, (n_cols + 7) >> 3), np.uint8)
-    overlaps = np.zeros((0, n_cols), np.int32)
-    m, nbr = learn_steps(X, learner.state, learner.params, learner.nbr, work, packed, overlaps)
-    learner.nbr = nbr
-    return m
+    for c in range(n_cols):
+        a = nbr.ptr[c]
+        top = odc[nbr.idx[a]]
+        for j in range(a + 1, nbr.ptr[c + 1]):
+            if odc[nbr.idx[j]] > top:
+                top = odc[nbr.idx[j]]
+        vals[c] = top * np.float32(params.min_pct)
+    for c in range(n_cols):
+        min_odc[c] = vals[c]

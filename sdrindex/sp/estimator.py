@@ -34,6 +34,7 @@ from sdrindex.errors import ParameterError
 from . import _infer as I
 from . import _io
 from . import _kernels as K
+from . import _step as S
 from ._cache import Cache
 from ._init import random_state
 from ._io import FORMAT_VERSION
@@ -53,6 +54,7 @@ from ._structs import (
     State,
     new_infer_handle,
     new_learner,
+    no_neighbours,
 )
 
 __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
@@ -279,7 +281,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         kstate = self._kernel_state(np.zeros(3, np.int64))
-        computed = K.update_columns(kstate, params, raise_perm)
+        computed = S.update_columns(kstate, params, self._derived().neighbours, raise_perm)
         radius = state.get("inhibition_radius")
         self.inhibition_radius_ = int(computed if radius is None else radius)
 
@@ -314,6 +316,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             fresh = Cache()
             fresh.key, fresh.params = key, kernel_params(self)
             fresh.n_columns = self.n_columns
+            fresh.neighbours = no_neighbours(fresh.params.global_inhibition)
             fresh.perm_dense = cache.perm_dense  # the permanences do not depend on them
             self._cache = cache = fresh
         return cache.params
@@ -489,7 +492,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         try:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                _, cache.neighbours = K.learn_steps(
+                _, cache.neighbours = S.learn_steps(
                     X[start:stop],
                     state,
                     params,
@@ -541,7 +544,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters[1] = self.iteration_learn_num_
         counters[2] = self.inhibition_radius_
         self._state_changed()
-        m = K.learn_one(x, learner)
+        m = S.learn_one(x, learner)
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
