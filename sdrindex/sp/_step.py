@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba.core import types
 from numba.extending import overload
 
 from ._kernels import (
@@ -35,7 +34,7 @@ from ._kernels import (
     update_duty_cycles,
     update_inhibition_radius,
 )
-from ._structs import GlobalNeighbours
+from ._structs import is_global_type
 
 _NJIT = {"cache": True, "nogil": True}
 # The boost update enters object mode (numpy's exp) and so holds the GIL, as must its callers.
@@ -45,10 +44,6 @@ _NJIT_GIL = {"cache": True}
 _INLINE = "always"
 
 
-def _is_global(nbr) -> bool:
-    return isinstance(nbr, types.BaseNamedTuple) and nbr.instance_class is GlobalNeighbours
-
-
 def _pick_neighbours(nbr, radius, params):  # pragma: no cover - replaced by the overload
     """The neighbour table for ``radius`` (:func:`~._kernels.neighbours_for`)."""
     raise NotImplementedError
@@ -56,7 +51,7 @@ def _pick_neighbours(nbr, radius, params):  # pragma: no cover - replaced by the
 
 @overload(_pick_neighbours, inline=_INLINE)
 def _pick_neighbours_impl(nbr, radius, params):
-    if _is_global(nbr):
+    if is_global_type(nbr):
         return lambda nbr, radius, params: nbr
     return lambda nbr, radius, params: neighbours_for(nbr, radius, params)
 
@@ -69,7 +64,7 @@ def _pick_inhibition(vals, density, radius, params, nbr, work):  # pragma: no co
 
 @overload(_pick_inhibition, inline=_INLINE)
 def _pick_inhibition_impl(vals, density, radius, params, nbr, work):
-    if _is_global(nbr):
+    if is_global_type(nbr):
 
         def global_only(vals, density, radius, params, nbr, work):
             k = num_active_global(density, vals.shape[0])
@@ -93,7 +88,7 @@ def _pick_boost_exponents(radius, state, params, nbr, work):  # pragma: no cover
 
 @overload(_pick_boost_exponents, inline=_INLINE)
 def _pick_boost_exponents_impl(radius, state, params, nbr, work):
-    if _is_global(nbr):
+    if is_global_type(nbr):
         return lambda radius, state, params, nbr, work: boost_exponents_global(
             radius, state, params, work
         )
@@ -115,7 +110,7 @@ def _pick_min_duty_cycles(radius, n_inputs, state, params, nbr, work):  # pragma
 
 @overload(_pick_min_duty_cycles, inline=_INLINE)
 def _pick_min_duty_cycles_impl(radius, n_inputs, state, params, nbr, work):
-    if _is_global(nbr):
+    if is_global_type(nbr):
         return lambda radius, n_inputs, state, params, nbr, work: min_duty_cycles_global(
             state, params
         )
@@ -136,7 +131,7 @@ def _pick_radius(state, params, nbr):  # pragma: no cover - replaced by the over
 
 @overload(_pick_radius, inline=_INLINE)
 def _pick_radius_impl(state, params, nbr):
-    if _is_global(nbr):
+    if is_global_type(nbr):
 
         def global_only(state, params, nbr):
             state.counters[2] = params.max_col_dim

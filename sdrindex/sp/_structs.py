@@ -37,6 +37,7 @@ __all__ = [
     "Neighbours",
     "GlobalNeighbours",
     "no_neighbours",
+    "is_global_type",
     "Work",
     "InferModel",
     "Learner",
@@ -105,6 +106,13 @@ class GlobalNeighbours(NamedTuple):
     radius: int
     ptr: NDArray[np.int64]  # (1,) zero
     idx: NDArray[np.int32]  # (0,)
+
+
+def is_global_type(nbr_type: types.Type) -> bool:
+    """Whether a numba type is :class:`GlobalNeighbours`'s (for the kernels' overloads)."""
+    return (
+        isinstance(nbr_type, types.BaseNamedTuple) and nbr_type.instance_class is GlobalNeighbours
+    )
 
 
 def no_neighbours(global_inhibition: bool) -> Neighbours | GlobalNeighbours:
