@@ -64,7 +64,7 @@ def use_bits_path(X, model, path):
 
 
 @nb.njit(**_NJIT)
-def infer_small(X, handle, use_boost, path, out_packed):
+def infer_small(X, handle, use_boost, path, out_packed, local):
     """NuPIC's ``compute(x, learn=False)`` on every row of ``X`` on the calling thread (no
     state change); ``handle`` is an :class:`~._structs.InferHandle` (model and boost).
 
@@ -74,19 +74,26 @@ def infer_small(X, handle, use_boost, path, out_packed):
     inhibition; winners written as packed bits into ``out_packed``. Larger batches run
     this on ranges of rows on threads. One kernel, not a per-range kernel under it: numba
     re-optimises a callee's code in every caller, 2 s of compile on a cold cache.
+
+    ``local`` is None under global inhibition, else True: numba prunes the ``local is
+    None`` branches by type, so a global SP compiles no local inhibition (as
+    :func:`~._step.learn_steps`).
     """
     model = handle.model
     boost = handle.boost
     use_bits = use_bits_path(X, model, path)
     n_in = X.shape[1]
     n_cols = model.conn_bits.shape[1]
-    counts = np.zeros(n_cols, np.int32)
+    # np.empty, not np.zeros: every buffer is cleared where it is used (counts and xbits
+    # per row, acc, hist and flag by the kernels), and each np.zeros dtype compiles its own
+    # fill (0.2 s apiece on a cold cache)
+    counts = np.empty(n_cols, np.int32)
     vals = np.empty(n_cols, np.float32)
-    hist = np.zeros(n_in + 2, np.int64)
+    hist = np.empty(n_in + 2, np.int64)
     winners = np.empty(n_cols, np.int64)
-    flag = np.zeros(n_cols, np.bool_)
-    xbits = np.zeros(model.conn_bits.shape[0], np.uint64)
-    acc = np.zeros(n_cols, np.uint64)
+    flag = np.empty(n_cols, np.bool_)
+    xbits = np.empty(model.conn_bits.shape[0], np.uint64)
+    acc = np.empty(n_cols, np.uint64)
     for t in range(X.shape[0]):
         x = X[t]
         if use_bits:
@@ -104,13 +111,13 @@ def infer_small(X, handle, use_boost, path, out_packed):
         if use_boost:
             for c in range(n_cols):
                 vals[c] = boost[c] * np.float32(counts[c])
-            if model.global_mode:
+            if local is None or model.global_mode:
                 m = inhibit_global(vals, model.num_active, model.stim, winners)
             else:
                 m = inhibit_local(
                     vals, model.density, model.stim, model.nb_ptr, model.nb_idx, winners, flag
                 )
-        elif model.global_mode:
+        elif local is None or model.global_mode:
             m = inhibit_global_counts(counts, model.num_active, model.stim, hist, winners)
         else:
             m = inhibit_local(

@@ -35,9 +35,6 @@ __all__ = [
     "Params",
     "State",
     "Neighbours",
-    "GlobalNeighbours",
-    "no_neighbours",
-    "is_global_type",
     "Work",
     "InferModel",
     "Learner",
@@ -93,32 +90,6 @@ class Neighbours(NamedTuple):
     radius: int
     ptr: NDArray[np.int64]  # (C + 1,)
     idx: NDArray[np.int32]  # (sum of neighbourhood sizes,)
-
-
-class GlobalNeighbours(NamedTuple):
-    """:class:`Neighbours` for global inhibition: always "not built" (radius -1, empty).
-
-    A type of its own so that the learning kernels, typed on it, compile no local-inhibition
-    code (neighbourhood tables, local inhibition, neighbourhood means): about 4 s of a cold
-    compile that the default (global) configuration never runs. See :mod:`._step`.
-    """
-
-    radius: int
-    ptr: NDArray[np.int64]  # (1,) zero
-    idx: NDArray[np.int32]  # (0,)
-
-
-def is_global_type(nbr_type: types.Type) -> bool:
-    """Whether a numba type is :class:`GlobalNeighbours`'s (for the kernels' overloads)."""
-    return (
-        isinstance(nbr_type, types.BaseNamedTuple) and nbr_type.instance_class is GlobalNeighbours
-    )
-
-
-def no_neighbours(global_inhibition: bool) -> Neighbours | GlobalNeighbours:
-    """The "not built" neighbour table the kernels start from, typed by inhibition mode."""
-    cls = GlobalNeighbours if global_inhibition else Neighbours
-    return cls(-1, np.zeros(1, np.int64), np.zeros(0, np.int32))
 
 
 class Work(NamedTuple):

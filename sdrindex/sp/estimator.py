@@ -54,7 +54,6 @@ from ._structs import (
     State,
     new_infer_handle,
     new_learner,
-    no_neighbours,
 )
 
 __all__ = ["SpatialPooler", "NUPIC_PARAM_NAMES", "FORMAT_VERSION"]
@@ -281,7 +280,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         kstate = self._kernel_state(np.zeros(3, np.int64))
-        computed = S.update_columns(kstate, params, self._derived().neighbours, raise_perm)
+        computed = S.update_columns(kstate, params, raise_perm, S.local_arg(params))
         radius = state.get("inhibition_radius")
         self.inhibition_radius_ = int(computed if radius is None else radius)
 
@@ -316,7 +315,6 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             fresh = Cache()
             fresh.key, fresh.params = key, kernel_params(self)
             fresh.n_columns = self.n_columns
-            fresh.neighbours = no_neighbours(fresh.params.global_inhibition)
             fresh.perm_dense = cache.perm_dense  # the permanences do not depend on them
             self._cache = cache = fresh
         return cache.params
@@ -500,6 +498,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                     work,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
+                    S.local_arg(params),
                 )
                 self._set_counters(counters)
                 if bar is not None:
@@ -544,7 +543,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters[1] = self.iteration_learn_num_
         counters[2] = self.inhibition_radius_
         self._state_changed()
-        m = S.learn_one(x, learner)
+        m = S.learn_one(x, learner, S.local_arg(params))
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
@@ -638,8 +637,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             cache.infer_boost = self.boost_factors_
         out = np.zeros((X.shape[0], (cache.n_columns + 7) // 8), np.uint8)
         boosted = bool(boosted)
+        local = S.local_arg(cache.params)  # set by _plan
         run_ranges(
-            lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi]),
+            lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi], local),
             X.shape[0],
             min(-(-X.shape[0] // I.CHUNK), 4 * n_threads()),
         )
