@@ -562,7 +562,7 @@ def bump_up_weak_columns(state, params):
         if state.overlap_duty[c] < state.min_overlap_duty[c]:
             for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
                 state.perm[k] = state.perm[k] + params.below_inc
-            finish_column(c, state, params)  # update_column without the raise
+            finish_column(c, state, params)  # update_columns' step without the raise
 
 
 @nb.njit(**_NJIT)

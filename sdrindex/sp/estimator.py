@@ -4,8 +4,8 @@
 camelCase dictionary as users have it), learns online one input at a time in NuPIC's
 order, and reproduces NuPIC's Python ``SpatialPooler`` (algorithm version 3) step for
 step when started from the same state: the conformance vectors in ``tests/data`` replay
-exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase)
-and :mod:`._infer` (inference, back-projection).
+exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase),
+:mod:`._step` (the learning loop over them) and :mod:`._infer` (inference, back-projection).
 
 What the kernels need besides the learned state is derived once and kept in a private
 cache: the typed parameters (rebuilt when a parameter changes) and the inference plan
