@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from sdrindex.sdr import popcount64
 
@@ -169,6 +172,31 @@ def num_active_global(density, n_columns):
     return int(density * n_columns + 1e-9)
 
 
+@intrinsic
+def f32_bits(typingctx, x):
+    """The bits of a float32 as a uint32: a bitcast, where an array ``.view`` would compile
+    numba's layout checks and their error messages (0.5 s of a cold cache)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, u):
+    """The float32 whose bits are the uint32 ``u`` (the inverse of :func:`f32_bits`)."""
+    if u != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
 @nb.njit(**_NJIT)
 def kth_largest_key(keys, n, k, hist):
     """The k-th largest of ``keys[:n]`` (uint32) by a three-pass radix select (11/11/10 bits).
@@ -237,21 +265,18 @@ def inhibit_global(vals, num_active, stim, out):
     # for v < 0): one radix select for any sign, and no np.partition (10 s of compile)
     sign = np.uint32(0x80000000)
     keys = np.empty(nc, np.uint32)
-    bits = vals.view(np.uint32)
     for j in range(nc):
-        u = bits[cand[j]]
+        u = f32_bits(vals[cand[j]])
         keys[j] = u ^ sign if u < sign else ~u
     hist = np.empty(2048, np.int64)
     t_key = kth_largest_key(keys, nc, k, hist)
-    t_bits = np.empty(1, np.uint32)
-    t_bits[0] = t_key ^ sign if t_key >= sign else ~t_key
-    t = t_bits.view(vals.dtype)[0]
+    t = bits_f32(np.uint32(t_key ^ sign if t_key >= sign else ~t_key))
     greater = 0
     for j in range(nc):
         if vals[cand[j]] > t:
             greater += 1
     ties = k - greater
-    m = 0
+    m = np.int64(0)  # not a literal 0: one compiled reverse
     for j in range(nc - 1, -1, -1):
         c = cand[j]
         v = vals[c]
@@ -284,7 +309,7 @@ def inhibit_global_counts(counts, num_active, stim, hist, out):
         above += hist[t]
         t -= 1
     ties = k - above
-    m = 0
+    m = np.int64(0)  # not a literal 0: one compiled reverse
     for c in range(n - 1, -1, -1):
         v = counts[c]
         take = False
