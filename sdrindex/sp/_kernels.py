@@ -513,9 +513,13 @@ def calculate_overlap(x, conn_bits, work):
 
 
 @nb.njit(**_NJIT)
-def adapt_synapses(x, m, state, params, work):
+def adapt_synapses(x, m, state, params, work, stim_free):
     """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
     clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``.
+
+    ``stim_free`` is None when stimulus_threshold > 0 (then numba prunes, by type, the
+    shortcut for a threshold <= 0 and never compiles :func:`adapt_and_finish_column`),
+    else True.
 
     One pass per winner: the clipped values wait in ``work.spare`` and the connected ones
     are counted, so the rare column left with fewer than stim connected synapses is redone
@@ -534,7 +538,7 @@ def adapt_synapses(x, m, state, params, work):
     for w in range(m):
         c = work.winners[w]
         work.is_win[c] = True
-        if params.stim <= 0:
+        if stim_free is not None and params.stim <= 0:
             adapt_and_finish_column(c, x, state, params)
             continue
         # The same loop as adapt_and_finish_column plus the spare copy and the count, kept

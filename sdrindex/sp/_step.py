@@ -43,6 +43,12 @@ def local_arg(params: Params) -> bool | None:
     return None if params.global_inhibition else True
 
 
+def mode_args(params: Params) -> tuple[bool | None, bool | None]:
+    """The ``local`` and ``stim_free`` arguments of :func:`learn_steps` and :func:`learn_one`
+    (None for the branches a configuration never takes, pruned by numba before typing)."""
+    return local_arg(params), (True if params.stim <= 0 else None)
+
+
 @nb.njit(**_NJIT)
 def update_columns(state, params, raise_perm, local):
     """NuPIC's ``_updatePermanencesForColumn`` on every column in order (a freshly set
@@ -70,7 +76,7 @@ def update_columns(state, params, raise_perm, local):
 
 
 @nb.njit(**_NJIT_GIL)
-def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local):
+def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local, stim_free):
     """NuPIC's ``compute(x, learn=True)`` on every 0/1 row of ``X`` (n, I) in order.
 
     Each step runs the phases in NuPIC's order; its winners are ascending in
@@ -84,7 +90,9 @@ def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local):
     argument's type before typing, so a global SP compiles none of the local-inhibition
     kernels (neighbourhood tables, local inhibition, neighbourhood sums): about 4 s of a
     cold cache the default configuration never runs. A local SP keeps NuPIC's run-time
-    choices (a radius wider than the grid inhibits globally).
+    choices (a radius wider than the grid inhibits globally). ``stim_free`` is None when
+    stimulus_threshold > 0, else True (see :func:`~._kernels.adapt_synapses`); both come
+    from :func:`mode_args`.
 
     The steps are written out here rather than in a per-step kernel: numba re-optimises
     every callee's code at each level of kernels calling kernels, so one level less is
@@ -116,7 +124,7 @@ def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local):
             m = inhibit_global(vals, k, params.stim, work.winners)
         else:
             m = inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
-        adapt_synapses(x, m, state, params, work)
+        adapt_synapses(x, m, state, params, work, stim_free)
         update_duty_cycles(it, state, params, work)
         bump_up_weak_columns(state, params)
         if local is None or params.global_inhibition:
@@ -146,17 +154,17 @@ def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local):
 
 
 @nb.njit(**_NJIT_GIL)
-def learn_one(x, learner, local):
+def learn_one(x, learner, local, stim_free):
     """One learning step on the 0/1 row ``x`` through a :class:`~._structs.Learner` handle
     (cheap to call from Python); the handle keeps the neighbour table. Returns the number
-    of winners (ascending in ``learner.work.winners``); ``local`` as for
-    :func:`learn_steps`."""
+    of winners (ascending in ``learner.work.winners``); ``local`` and
+    ``stim_free`` as for :func:`learn_steps`."""
     work = learner.work
     n_cols = work.vals.shape[0]
     X = x.reshape((1, x.shape[0]))  # the type fit's kernel has: one compiled learn_steps
     packed = np.zeros((1, (n_cols + 7) >> 3), np.uint8)
     overlaps = np.zeros((0, n_cols), np.int32)
     state, params = learner.state, learner.params
-    m, nbr = learn_steps(X, state, params, learner.nbr, work, packed, overlaps, local)
+    m, nbr = learn_steps(X, state, params, learner.nbr, work, packed, overlaps, local, stim_free)
     learner.nbr = nbr
     return m

@@ -498,7 +498,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                     work,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
-                    S.local_arg(params),
+                    *S.mode_args(params),
                 )
                 self._set_counters(counters)
                 if bar is not None:
@@ -543,7 +543,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters[1] = self.iteration_learn_num_
         counters[2] = self.inhibition_radius_
         self._state_changed()
-        m = S.learn_one(x, learner, S.local_arg(params))
+        m = S.learn_one(x, learner, *S.mode_args(params))
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
