@@ -11,7 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._kernels import inhibit_global, inhibit_global_counts, inhibit_local, overlaps_from_bits
+from ._kernels import inhibit_global, inhibit_global_counts, overlaps_from_bits
+from ._local import inhibit_local
 
 _NJIT = {"cache": True, "nogil": True}
 
@@ -77,7 +78,7 @@ def infer_small(X, handle, use_boost, path, out_packed, local):
 
     ``local`` is None under global inhibition, else True: numba prunes the ``local is
     None`` branches by type, so a global SP compiles no local inhibition (as
-    :func:`~._step.learn_steps`).
+    :func:`~._kernels.learn_steps`).
     """
     model = handle.model
     boost = handle.boost

@@ -5,7 +5,8 @@ camelCase dictionary as users have it), learns online one input at a time in NuP
 order, and reproduces NuPIC's Python ``SpatialPooler`` (algorithm version 3) step for
 step when started from the same state: the conformance vectors in ``tests/data`` replay
 exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase),
-:mod:`._step` (the learning loop over them) and :mod:`._infer` (inference, back-projection).
+:mod:`._local` (those only local inhibition needs) and :mod:`._infer` (inference,
+back-projection).
 
 What the kernels need besides the learned state is derived once and kept in a private
 cache: the typed parameters (rebuilt when a parameter changes) and the inference plan
@@ -34,7 +35,6 @@ from sdrindex.errors import ParameterError
 from . import _infer as I
 from . import _io
 from . import _kernels as K
-from . import _step as S
 from ._cache import Cache
 from ._init import random_state
 from ._io import FORMAT_VERSION
@@ -280,7 +280,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         kstate = self._kernel_state(np.zeros(3, np.int64))
-        computed = S.update_columns(kstate, params, raise_perm, S.local_arg(params))
+        computed = K.update_columns(kstate, params, raise_perm, K.local_arg(params))
         radius = state.get("inhibition_radius")
         self.inhibition_radius_ = int(computed if radius is None else radius)
 
@@ -490,7 +490,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         try:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                _, cache.neighbours = S.learn_steps(
+                _, cache.neighbours = K.learn_steps(
                     X[start:stop],
                     state,
                     params,
@@ -498,7 +498,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
                     work,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
-                    *S.mode_args(params),
+                    *K.mode_args(params),
                 )
                 self._set_counters(counters)
                 if bar is not None:
@@ -543,7 +543,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters[1] = self.iteration_learn_num_
         counters[2] = self.inhibition_radius_
         self._state_changed()
-        m = S.learn_one(x, learner, *S.mode_args(params))
+        m = K.learn_one(x, learner, *K.mode_args(params))
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
@@ -637,7 +637,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             cache.infer_boost = self.boost_factors_
         out = np.zeros((X.shape[0], (cache.n_columns + 7) // 8), np.uint8)
         boosted = bool(boosted)
-        local = S.local_arg(cache.params)  # set by _plan
+        local = K.local_arg(cache.params)  # set by _plan
         run_ranges(
             lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi], local),
             X.shape[0],
