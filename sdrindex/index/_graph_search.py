@@ -38,8 +38,9 @@ class Workspace(NamedTuple):
     """One thread's scratch for a run of queries (allocated once per batch)."""
 
     visited: NDArray[np.uint8]  # bitset over vertices
-    res_ov: NDArray[np.int32]  # (pool,): min-heap of the best overlaps ...
-    res_id: NDArray[np.int32]  # ... and their vertices
+    # int64 like every heap of the search: one compiled copy of each heap kernel, not 5
+    res_ov: NDArray[np.int64]  # (pool,): min-heap of the best overlaps ...
+    res_id: NDArray[np.int64]  # ... and their vertices
     counts: NDArray[np.int32]  # (n_buf,): the buffer's overlap counters, kept zeroed
     ties: NDArray[np.int64]  # (k,)
     ws_ids: NDArray[np.int64]  # candidate items (graph then buffer) ...
@@ -141,16 +142,16 @@ def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
     fresh, fresh_ov = ws.fresh, ws.fresh_ov
     for j in range(visited.shape[0]):
         visited[j] = 0
-    n_res = 0
-    n_cand = 0
+    n_res = np.int64(0)  # not a literal: a literal 0 compiles the heap kernels twice
+    n_cand = np.int64(0)
     # candidates: a min-heap on -overlap, grown on demand (a search visits few vertices)
-    cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int32)
-    cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int32)
+    cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int64)
+    cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int64)
     for j in range(n_entries):
-        e = ws.starts[j]
+        e = np.int64(ws.starts[j])
         if _mark(visited, e):
             continue
-        ov = _vertex_overlap(q_words, q_dense, words, vbits, e)
+        ov = np.int64(_vertex_overlap(q_words, q_dense, words, vbits, e))
         if n_res < pool:
             n_res = _min_heap_push(res_ov, res_id, n_res, ov, e)
         elif ov > res_ov[0]:
@@ -167,18 +168,18 @@ def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
         # score the unvisited neighbours first, in a loop of independent loads
         n_fresh = 0
         for p in range(indptr[c], indptr[c + 1]):
-            v = indices[p]
+            v = np.int64(indices[p])
             if not _mark(visited, v):
                 fresh[n_fresh] = v
                 n_fresh += 1
         for j in range(n_fresh):
-            fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, fresh[j])
+            fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, np.int64(fresh[j]))
         if n_cand + n_fresh > cand_key.shape[0]:
             cand_key = _grown(cand_key, n_cand, n_cand + n_fresh)
             cand_id = _grown(cand_id, n_cand, n_cand + n_fresh)
         for j in range(n_fresh):
-            ov = fresh_ov[j]
-            v = fresh[j]
+            ov = np.int64(fresh_ov[j])
+            v = np.int64(fresh[j])
             if n_res < pool:
                 n_res = _min_heap_push(res_ov, res_id, n_res, ov, v)
                 n_cand = _min_heap_push(cand_key, cand_id, n_cand, -ov, v)
@@ -229,41 +230,6 @@ def _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws):
-    """Items of the pool's vertices (each distinct SDR stands for its items, ascending ids;
-    only the k first can win) then the buffer's exact top k, into ws.ws_ids/ws.ws_ov;
-    returns their number."""
-    # an int64 from the start: a literal 0 would type _graph_one a second time
-    q_count = np.int64(0)
-    for w in range(q_words.shape[0]):
-        q_count += popcount64(q_words[w])
-    m = 0
-    if g.words.shape[0] > 0:
-        n_entries = _query_entries(
-            q_packed, g.bit_entries, g.entries, max_entries, ws.q_bits, ws.starts
-        )
-        if g.vbits.shape[0] > 0:
-            for j in range(ws.q_dense.shape[0]):
-                ws.q_dense[j] = 0
-            for j in range(q_count):
-                ws.q_dense[ws.q_bits[j]] = 1
-        n_res = _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws)
-        for r in range(n_res):
-            v = ws.res_id[r]
-            hi = min(g.group_ptr[v + 1], g.group_ptr[v] + k)
-            for p in range(g.group_ptr[v], hi):
-                ws.ws_ids[m] = g.group_ids[p]
-                ws.ws_ov[m] = ws.res_ov[r]
-                m += 1
-    if g.n_buf > 0:
-        _scatter(q_packed, g.buf_indptr, g.buf_ids, g.n_graph_items, ws.counts)
-        m += _top_k_counts(
-            ws.counts, g.n_buf, k, ws.ties, ws.ws_ids[m:], ws.ws_ov[m:], g.n_graph_items
-        )
-    return m
-
-
-@numba.njit(cache=True, nogil=True)
 def _best_first(ov, ids, m, kk):
     """Positions of the kk best of the m candidates, by (overlap desc, id asc).
 
@@ -272,7 +238,7 @@ def _best_first(ov, ids, m, kk):
     """
     heap_key = np.empty(max(kk, 1), dtype=np.int64)
     heap_pos = np.empty(max(kk, 1), dtype=np.int64)
-    n = 0
+    n = np.int64(0)
     for j in range(m):
         neg = np.int64(ov[j]) * 4294967296 - ids[j]
         if n < kk:
@@ -288,29 +254,23 @@ def _best_first(ov, ids, m, kk):
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_query_one(q_packed, q_words, g, k, pool, epsilon, max_entries, ws, out_ids, out_ov):
-    """Top k of one query: graph search over distinct SDRs, expanded to their items, merged
-    with the exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded."""
-    m = _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws)
-    kk = min(k, m)
-    order = _best_first(ws.ws_ov, ws.ws_ids, m, kk)
-    for j in range(kk):
-        out_ids[j] = ws.ws_ids[order[j]]
-        out_ov[j] = ws.ws_ov[order[j]]
-    for j in range(kk, k):
-        out_ids[j] = -1
-        out_ov[j] = -1
+def _graph_rows(q_packed, q_words, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov, *arrays):
+    """Rows lo..hi-1 of out = top k of those queries, sharing one work space.
 
-
-@numba.njit(cache=True, nogil=True)
-def _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov):
-    """Rows lo..hi-1 of out = top k of those queries, sharing one work space."""
+    Row i: the graph search over distinct SDRs, expanded to their items, merged with the
+    exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded. One kernel
+    for one query and for a row range of a batch: every level of numba calls re-optimises
+    all the code below it on a cold cache (~1.3 s a level here). arrays: the fields of a
+    GraphArrays, spread because numba's dispatcher types plain arrays on its fast path and
+    a namedtuple on a slow one (~5 us more per call).
+    """
+    g = GraphArrays(*arrays)
     n_bits_pad = 8 * q_packed.shape[1] + 1
     n_cand = min(pool * k, g.n_graph_items) + k
     ws = Workspace(
         np.zeros((g.words.shape[0] >> 3) + 1, dtype=np.uint8),
-        np.empty(pool, dtype=np.int32),
-        np.empty(pool, dtype=np.int32),
+        np.empty(pool, dtype=np.int64),
+        np.empty(pool, dtype=np.int64),
         np.zeros(max(g.n_buf, 1), dtype=np.int32),
         np.empty(k, dtype=np.int64),
         np.empty(n_cand, dtype=np.int64),
@@ -322,19 +282,39 @@ def _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, ou
         np.empty(max(g.max_degree, 1), dtype=np.int32),
     )
     for i in range(lo, hi):
-        _graph_query_one(
-            q_packed[i], q_words[i], g, k, pool, epsilon, max_entries, ws, out_ids[i], out_ov[i]
-        )
-
-
-@numba.njit(cache=True, nogil=True)
-def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out_ov, *arrays):
-    """Row i of out = top k of query i (see _graph_query_one), on the calling thread.
-
-    arrays: the fields of a GraphArrays, spread because numba's dispatcher types plain
-    arrays on its fast path and a namedtuple on a slow one (~5 us more per call).
-    """
-    g = GraphArrays(*arrays)
-    nq = q_packed.shape[0]
-    lo = np.int64(0)  # not a literal: one compiled _graph_batch for both paths
-    _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, nq, out_ids, out_ov)
+        q_p, q_w = q_packed[i], q_words[i]
+        # candidates: the items of the pool's vertices (each distinct SDR stands for its
+        # items, ascending ids; only the k first can win), then the buffer's exact top k
+        q_count = np.int64(0)  # not a literal 0: that would type _graph_one a second time
+        for w in range(q_w.shape[0]):
+            q_count += popcount64(q_w[w])
+        m = np.int64(0)
+        if g.words.shape[0] > 0:
+            n_entries = _query_entries(
+                q_p, g.bit_entries, g.entries, max_entries, ws.q_bits, ws.starts
+            )
+            if g.vbits.shape[0] > 0:
+                for j in range(ws.q_dense.shape[0]):
+                    ws.q_dense[j] = 0
+                for j in range(q_count):
+                    ws.q_dense[ws.q_bits[j]] = 1
+            n_res = _graph_one(q_w, q_count, g, n_entries, pool, epsilon, ws)
+            for r in range(n_res):
+                v = ws.res_id[r]
+                for p in range(g.group_ptr[v], min(g.group_ptr[v + 1], g.group_ptr[v] + k)):
+                    ws.ws_ids[m] = g.group_ids[p]
+                    ws.ws_ov[m] = ws.res_ov[r]
+                    m += 1
+        if g.n_buf > 0:
+            _scatter(q_p, g.buf_indptr, g.buf_ids, g.n_graph_items, ws.counts)
+            m += _top_k_counts(
+                ws.counts, g.n_buf, k, ws.ties, ws.ws_ids[m:], ws.ws_ov[m:], g.n_graph_items
+            )
+        kk = min(k, m)
+        order = _best_first(ws.ws_ov, ws.ws_ids, m, kk)
+        for j in range(kk):
+            out_ids[i, j] = ws.ws_ids[order[j]]
+            out_ov[i, j] = ws.ws_ov[order[j]]
+        for j in range(kk, k):
+            out_ids[i, j] = -1
+            out_ov[i, j] = -1
