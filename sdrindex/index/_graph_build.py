@@ -14,7 +14,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from ..sdr import overlap_matrix, popcount64, row_popcount, to_words
+from .._threads import n_threads, run_ranges
+from ..sdr import popcount64, readonly, row_popcount, to_words
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
@@ -95,18 +96,32 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
             n_kept += 1
 
 
-@numba.njit(cache=True, parallel=True)
-def _diversify(knn, words, prob, seed, hamming):
+@numba.njit(cache=True, nogil=True)
+def _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d):
+    """Rows lo..hi-1 of _diversify (kept, kept_d filled with -1, inf)."""
+    for i in range(lo, hi):
+        _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d)
+
+
+def _diversify(
+    knn: NDArray[np.int32], words: NDArray[np.uint64], prob: float, seed: int, hamming: bool
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Keep edge i->j (neighbours by distance) unless a kept r has d(r,j) < d(i,j), w.p. prob.
 
-    Returns the kept neighbours (-1 padded, by distance) and their distances to i.
+    Returns the kept neighbours (-1 padded, by distance) and their distances to i. Rows run
+    as ranges on the thread pool (sdrindex._threads): a prange kernel compiled for seconds
+    more on a cold cache.
     """
     n, kn = knn.shape
     kept = np.full((n, kn), -1, dtype=np.int32)
     kept_d = np.full((n, kn), np.inf, dtype=np.float32)
-    for i in numba.prange(n):
-        # an int64 row: prange's unsigned index would compile _diversify_row twice
-        _diversify_row(np.int64(i), knn, words, prob, seed, hamming, kept, kept_d)
+    knn, words = readonly(np.ascontiguousarray(knn)), readonly(np.ascontiguousarray(words))
+    prob, seed, hamming = float(prob), int(seed), bool(hamming)
+    run_ranges(
+        lambda lo, hi: _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d),
+        n,
+        4 * n_threads(),
+    )
     return kept, kept_d
 
 
@@ -131,6 +146,44 @@ def _exact_knn(words, k, hamming):
     for i in numba.prange(n):
         _exact_knn_row(np.int64(i), words, hamming, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _stable_order(keys, order, tmp):
+    """order = argsort(keys, kind="mergesort"): a bottom-up merge sort over runs of 16
+    sorted by insertion (np.argsort costs ~4 s of compile on a cold cache); tmp: scratch
+    of the same length."""
+    n = keys.shape[0]
+    for lo in range(0, n, 16):
+        hi = min(lo + 16, n)
+        for t in range(lo, hi):
+            u = t
+            while u > lo and keys[order[u - 1]] > keys[t]:
+                order[u] = order[u - 1]
+                u -= 1
+            order[u] = t
+    src, dst = order, tmp
+    in_tmp = False
+    width = 16
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            a, b = lo, mid
+            for p in range(lo, hi):
+                # the right run's item first only when strictly smaller: stable
+                if b < hi and (a >= mid or keys[src[b]] < keys[src[a]]):
+                    dst[p] = src[b]
+                    b += 1
+                else:
+                    dst[p] = src[a]
+                    a += 1
+        src, dst = dst, src
+        in_tmp = not in_tmp
+        width *= 2
+    if in_tmp:
+        for p in range(n):
+            order[p] = src[p]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -161,9 +214,15 @@ def _search_graph_csr(kept, kept_d, max_degree):
     indptr = np.zeros(n + 1, dtype=np.int64)
     indices = np.empty(all_ptr[n], dtype=np.int32)
     seen = np.full(n, -1, dtype=np.int64)
+    longest = np.int64(0)
+    for i in range(n):
+        longest = max(longest, all_ptr[i + 1] - all_ptr[i])
+    order_buf = np.empty(longest, dtype=np.int64)
+    tmp_buf = np.empty(longest, dtype=np.int64)
     for i in range(n):
         lo, hi = all_ptr[i], all_ptr[i + 1]
-        order = np.argsort(all_d[lo:hi], kind="mergesort")
+        order = order_buf[: hi - lo]
+        _stable_order(all_d[lo:hi], order, tmp_buf[: hi - lo])
         p = indptr[i]
         for o in order:
             j = all_nb[lo + o]
@@ -271,9 +330,9 @@ def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray
     chosen = [int(rng.integers(sample.shape[0]))]
     closeness = np.zeros(sample.shape[0])
     for _ in range(n_entry - 1):
-        ov = np.empty((1, sample.shape[0]), dtype=np.int32)
-        overlap_matrix(sw[chosen[-1] : chosen[-1] + 1], sw, ov)
-        closeness = np.maximum(closeness, ov[0] / counts)
+        # numpy, not sdr.overlap_matrix: a prange kernel compiling ~2 s for 7 small rows
+        ov = np.bitwise_count(sw & sw[chosen[-1]]).sum(axis=1, dtype=np.int64)
+        closeness = np.maximum(closeness, ov / counts)
         closeness[chosen] = np.inf
         chosen.append(int(np.argmin(closeness)))
     return np.sort(sample[chosen]).astype(np.int32)
