@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._threads import n_threads, run_ranges
-from ..sdr import popcount64, readonly, row_popcount, to_words
+from ..sdr import popcount64, row_popcount, to_words
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
@@ -87,7 +87,8 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
         keep = True
         for r in range(n_kept):
             if _distance_words(words[kept[i, r]], words[j], hamming) < cd[o]:
-                if _edge_hash(i, j, seed) < prob:
+                # an int64 j: one compiled _edge_hash for this and _pick_bit_entries
+                if _edge_hash(i, np.int64(j), seed) < prob:
                     keep = False
                 break
         if keep:
@@ -115,7 +116,7 @@ def _diversify(
     n, kn = knn.shape
     kept = np.full((n, kn), -1, dtype=np.int32)
     kept_d = np.full((n, kn), np.inf, dtype=np.float32)
-    knn, words = readonly(np.ascontiguousarray(knn)), readonly(np.ascontiguousarray(words))
+    knn, words = np.ascontiguousarray(knn), np.ascontiguousarray(words)
     prob, seed, hamming = float(prob), int(seed), bool(hamming)
     run_ranges(
         lambda lo, hi: _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d),
@@ -244,7 +245,7 @@ def _pick_bit_entries(indptr, ids, per_bit, seed):
         size = indptr[b + 1] - lo
         chosen = 0
         # Floyd-like rejection on a hash stream: sizes are large, per_bit small
-        attempt = 0
+        attempt = np.int64(0)  # not a literal 0: _edge_hash would compile once more
         while chosen < min(per_bit, size):
             r = lo + np.int64(_edge_hash(b, attempt, seed) * size)
             attempt += 1
