@@ -198,7 +198,11 @@ def _search_graph_csr(kept, kept_d, max_degree):
             if j >= 0:
                 deg[i + 1] += 1
                 deg[j + 1] += 1
-    all_ptr = np.cumsum(deg)
+    # loops, not np.cumsum / np.full: each numpy function a kernel calls is one more
+    # compile on a cold cache
+    all_ptr = deg
+    for i in range(n):
+        all_ptr[i + 1] += all_ptr[i]
     fill = all_ptr[:-1].copy()
     all_nb = np.empty(all_ptr[n], dtype=np.int32)
     all_d = np.empty(all_ptr[n], dtype=np.float32)
@@ -214,7 +218,9 @@ def _search_graph_csr(kept, kept_d, max_degree):
                 fill[j] += 1
     indptr = np.zeros(n + 1, dtype=np.int64)
     indices = np.empty(all_ptr[n], dtype=np.int32)
-    seen = np.full(n, -1, dtype=np.int64)
+    seen = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        seen[i] = -1
     longest = np.int64(0)
     for i in range(n):
         longest = max(longest, all_ptr[i + 1] - all_ptr[i])
@@ -239,8 +245,10 @@ def _search_graph_csr(kept, kept_d, max_degree):
 def _pick_bit_entries(indptr, ids, per_bit, seed):
     """out[b] = up to per_bit vertices having bit b, drawn without replacement (-1 padded)."""
     n_bits = indptr.shape[0] - 1
-    out = np.full((n_bits, per_bit), -1, dtype=np.int32)
+    out = np.empty((n_bits, per_bit), dtype=np.int32)  # np.full: one more compile
     for b in range(n_bits):
+        for j in range(per_bit):
+            out[b, j] = -1
         lo = indptr[b]
         size = indptr[b + 1] - lo
         chosen = 0
