@@ -204,11 +204,14 @@ class GraphBackend:
         q_words, g = to_words(queries), self.kernel_arrays
         search = (k, max(ef, k), epsilon, int(params["n_entry_points"]))
         # one kernel (one compiled copy) for both: lo and hi are Python ints either way
-        run_ranges(
-            lambda lo, hi: _graph_rows(queries, q_words, *search, lo, hi, out_ids, out_ov, *g),
-            nq,
-            n_chunks,
-        )
+        if n_chunks > 1:
+            run_ranges(
+                lambda lo, hi: _graph_rows(queries, q_words, *search, lo, hi, out_ids, out_ov, *g),
+                nq,
+                n_chunks,
+            )
+        else:
+            _graph_rows(queries, q_words, *search, 0, nq, out_ids, out_ov, *g)
         return out_ids, out_ov
 
     # ------------------------------------------------------------------ persistence
