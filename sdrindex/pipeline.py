@@ -34,7 +34,7 @@ from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
-from sdrindex.warmup import WarmUp
+from sdrindex.warmup import WARM_UP_FROM, WARM_UP_WAIT, WarmUp
 
 __all__ = [
     "STAGES",
@@ -274,7 +274,7 @@ def build_bundle(
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
     # the later stages' kernels compile in another process while the SP learns on one core
-    warm = WarmUp(sp.get_params(), backend, index_params, kinds)
+    warm = WarmUp(sp.get_params(), backend, index_params, kinds) if n >= WARM_UP_FROM else None
     index.prepare_fit(sp.n_columns, n)  # a backend's own background work, if it has any
     try:
         with stages.stage("binarize"):
@@ -295,9 +295,11 @@ def build_bundle(
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)
     except BaseException:
         index.cancel_fit()  # no background work outlives a failed build
+        if warm is not None:
+            warm.close()
         raise
-    finally:
-        warm.close()
+    if warm is not None:  # it also caches what serving the new bundle runs: let it end
+        warm.finish(WARM_UP_WAIT)
     if times is not None:
         times.seconds.update(stages.times.seconds)
     return bundle

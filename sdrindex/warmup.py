@@ -10,6 +10,12 @@ backend), so numba writes every kernel to its disk cache, and the build loads th
 there when it gets to them. A kernel the build reaches first it compiles itself, as
 before: the warm-up only ever saves time. With a warm cache the process only loads.
 
+It then saves that small bundle, loads it back memory-mapped and runs what a server,
+``sdrindex query`` and ``sdrindex evaluate`` run on a bundle (single and batch queries of
+both backends, every reconstruction method, the label readouts), so a process serving the
+new bundle finds those kernels in the cache too (``sdrindex warm`` does the same for an
+existing bundle's SP).
+
 ``python -m sdrindex.warmup SPEC`` (SPEC: JSON with ``sp`` (the SP's parameters),
 ``backend``, ``index_params`` and ``decoders`` (kinds)) is the process; it exits 0 when
 done. It never writes anything but numba's cache.
@@ -22,15 +28,21 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["WarmUp", "warm_up"]
+__all__ = ["WarmUp", "warm_up", "WARM_UP_FROM", "WARM_UP_WAIT"]
 
 #: Synthetic images the warm-up runs: above the graph backend's brute-force size, so its
 #: NN-descent path compiles too.
 N_WARM_IMAGES = 2500
+#: Builds of fewer images start no warm-up: they learn too briefly for it to pay.
+WARM_UP_FROM = 10_000
+#: How long a finished build waits for its warm-up (~45 s on a cold cache, ~10 s warm).
+WARM_UP_WAIT = 120.0
 
 
 def warm_up(
@@ -39,7 +51,12 @@ def warm_up(
     index_params: Mapping[str, Any] | None = None,
     decoders: Iterable[str] = (),
 ) -> None:
-    """Run the post-learning stages of a build on synthetic images (compiles their kernels).
+    """Run a build's later stages and a served bundle's paths on synthetic images.
+
+    Compiles (or loads from numba's cache) every kernel they use: SP inference, the
+    decoders, the index build, then, on the result saved and loaded back memory-mapped as a
+    server loads it, single and batch queries of both index backends, every
+    reconstruction method and both label readouts.
 
     Parameters
     ----------
@@ -50,8 +67,9 @@ def warm_up(
     decoders : iterable of str
         The decoder kinds the build fits.
     """
-    from types import SimpleNamespace
+    import tempfile
 
+    from sdrindex.bundle import Bundle
     from sdrindex.decoders import train_decoders
     from sdrindex.index import SDRIndex
     from sdrindex.sp import SpatialPooler
@@ -67,14 +85,54 @@ def warm_up(
     sp.compute(X[0], learn=False)  # initialises the state without learning
     sdrs = sp.transform(X, packed=True)
     labels = np.arange(N_WARM_IMAGES, dtype=np.int64) % 10
+    table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
+    bundle = Bundle(
+        sp=sp,
+        table=table,
+        index=SDRIndex(backend, **dict(index_params or {})),
+        encoder={"threshold": 128, "rule": "pixel >= threshold"},
+        dataset={"n_items": N_WARM_IMAGES, "labels": True},
+    )
     kinds = tuple(decoders)
     if kinds:
-        table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
-        train_decoders(SimpleNamespace(sp=sp, table=table), kinds)
-    index = SDRIndex(backend, **dict(index_params or {}))
-    index.fit(sdrs, sp.n_columns)
-    index.query(sdrs[:1])
-    index.query(sdrs[:2])
+        bundle.decoder = train_decoders(bundle, kinds)
+    bundle.index.fit(sdrs, sp.n_columns)
+    bundle.index.query(sdrs[:1])
+    bundle.index.query(sdrs[:2])
+    with tempfile.TemporaryDirectory(prefix="sdrindex-warmup-") as tmp:
+        bundle.save(Path(tmp) / "bundle")
+        _serve_paths(Bundle.load(Path(tmp) / "bundle"), images[:8])
+
+
+def _serve_paths(bundle: Any, images: NDArray[np.uint8]) -> None:
+    """What a server, ``query`` and ``evaluate`` run on a loaded bundle, single and batch."""
+    from sdrindex.evaluate.methods import sdr_method_rows
+    from sdrindex.index import SDRIndex
+    from sdrindex.labels import make_labeler
+    from sdrindex.reconstruct import make_reconstructor
+    from sdrindex.sdr import overlap
+
+    packed = bundle.encode(images)
+    bundle.encode(images[:1])
+    overlap(packed[:1], packed)  # the service's first parallel kernel (threading layer)
+    exact = SDRIndex("exact").fit(np.asarray(bundle.table.sdrs), bundle.sp.n_columns)
+    decoder = bundle.decoder or {}
+    default_model = "ridge" if "ridge_coef" in decoder else "mlp"
+    # without stored decoders the readers would fit them on demand: not a serving path
+    rows = [row for row in sdr_method_rows(10, decoder, default_model) if row[1] != "decoder"
+            or decoder]  # fmt: skip
+    labelers = ["knn"] + (["logistic"] if "logistic_coef" in decoder else [])
+    for sdrs in (packed[:1], packed):
+        for index in (bundle.index, exact):
+            index.query(sdrs, 10)
+        for _, name, params in rows:
+            make_reconstructor(name, bundle, **params).reconstruct(sdrs)
+        for name in labelers:
+            make_labeler(name, bundle).predict(sdrs)
+    for index in (bundle.index, exact):  # POST /v1/items: queries search the buffer too
+        index.add(packed[:2])
+        index.query(packed[:1], 10)
+        index.query(packed, 10)
 
 
 class WarmUp:
@@ -123,6 +181,14 @@ class WarmUp:
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the process to end by itself; its exit code (None when none started)."""
         return None if self._proc is None else self._proc.wait(timeout)
+
+    def finish(self, timeout: float) -> int | None:
+        """Let the process end by itself for up to ``timeout`` s, then stop it; its exit code."""
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.close()
 
     def close(self) -> int | None:
         """Stop the process if it still runs; its exit code (None when none was started)."""

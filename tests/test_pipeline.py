@@ -10,6 +10,7 @@ from sdrindex.datasets import binarize, load_mnist
 from sdrindex.errors import ParameterError
 from sdrindex.pipeline import STAGES, BuildTimes, StageEvent, build_bundle
 from sdrindex.sp import SpatialPooler
+from sdrindex.warmup import WARM_UP_FROM
 
 SMALL_SP = {
     "inputDimensions": [28, 28],
@@ -103,8 +104,8 @@ def test_pipeline_bad_input_names_the_problem(kwargs, message):
         build_bundle(args.pop("images"), args.pop("labels"), sp=sp, backend="exact", **args)
 
 
-def _worker_children() -> list[int]:
-    """PIDs of this process's children running the graph-build worker."""
+def _warm_up_children() -> list[int]:
+    """PIDs of this process's children running the build's warm-up."""
     import os
     from pathlib import Path
 
@@ -117,24 +118,24 @@ def _worker_children() -> list[int]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and b"sdrindex.index._worker" in cmd:
+        if ppid == os.getpid() and b"sdrindex.warmup" in cmd:
             found.append(int(proc.name))
     return found
 
 
-def test_a_failed_build_leaves_no_graph_worker(monkeypatch):
-    # 2,100 images: enough for the nndescent backend to start its compile worker.
+def test_a_failed_build_leaves_no_warm_up_process(monkeypatch):
+    # WARM_UP_FROM images: enough for the build to start its warm-up process.
     def fail(self, X, y=None, epochs=1):
-        assert _worker_children(), "the graph worker should be running during learning"
+        assert _warm_up_children(), "the warm-up should be running during learning"
         raise RuntimeError("learning failed")
 
     monkeypatch.setattr(SpatialPooler, "fit", fail)
     with pytest.raises(RuntimeError, match="learning failed") as failure:
         build_bundle(
-            np.zeros((2100, 28, 28), np.uint8),
+            np.zeros((WARM_UP_FROM, 28, 28), np.uint8),
             sp=SpatialPooler.from_nupic_params(SMALL_SP),
             backend="nndescent",
         )
-    # The traceback keeps the build's frames (and its index) alive: no garbage collector
-    # ends the worker here, only the pipeline's own clean-up.
-    assert failure.traceback and _worker_children() == []
+    # The traceback keeps the build's frames alive: no garbage collector ends the
+    # process here, only the pipeline's own clean-up.
+    assert failure.traceback and _warm_up_children() == []
