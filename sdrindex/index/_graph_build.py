@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .._threads import n_threads, run_ranges
 from ..sdr import popcount64, row_popcount, to_words
-from ._nndescent import nn_descent
+from ._nndescent import edge_hash, nn_descent
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
@@ -51,16 +51,6 @@ def _distance_words(a, b, hamming):
 
 
 @numba.njit(cache=True, nogil=True)
-def _edge_hash(i, j, seed):
-    """A uniform number in [0, 1) fixed by (i, j, seed): splitmix64 of the three."""
-    z = np.uint64(i) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(j) + np.uint64(seed)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@numba.njit(cache=True, nogil=True)
 def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
     """Row i of _diversify."""
     kn = knn.shape[1]
@@ -88,8 +78,8 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
         keep = True
         for r in range(n_kept):
             if _distance_words(words[kept[i, r]], words[j], hamming) < cd[o]:
-                # an int64 j: one compiled _edge_hash for this and _pick_bit_entries
-                if _edge_hash(i, np.int64(j), seed) < prob:
+                # an int64 j: one compiled edge_hash for this and _pick_bit_entries
+                if edge_hash(i, np.int64(j), seed) < prob:
                     keep = False
                 break
         if keep:
@@ -254,9 +244,9 @@ def _pick_bit_entries(indptr, ids, per_bit, seed):
         size = indptr[b + 1] - lo
         chosen = 0
         # Floyd-like rejection on a hash stream: sizes are large, per_bit small
-        attempt = np.int64(0)  # not a literal 0: _edge_hash would compile once more
+        attempt = np.int64(0)  # not a literal 0: edge_hash would compile once more
         while chosen < min(per_bit, size):
-            r = lo + np.int64(_edge_hash(b, attempt, seed) * size)
+            r = lo + np.int64(edge_hash(b, attempt, seed) * size)
             attempt += 1
             v = ids[r]
             dup = False

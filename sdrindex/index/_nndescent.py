@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from .._threads import n_threads, run_ranges
 from ..sdr import popcount64, row_popcount
 
-__all__ = ["nn_descent"]
+__all__ = ["nn_descent", "edge_hash"]
 
 _BLOCK = 8192  # vertices per local-join block: bounds the update buffers (~60 MB at 20)
 _N_MINHASH_SORTS = 6  # default sorted orders by min-hash keys the start draws from
@@ -42,7 +42,7 @@ _N_RANDOM = 4  # random start neighbours per vertex (connect the min-hash cluste
 
 
 @numba.njit(cache=True, nogil=True)
-def _hash(a, b, seed):
+def edge_hash(a, b, seed):
     """A uniform number in [0, 1) fixed by (a, b, seed): splitmix64 of the three."""
     z = np.uint64(a) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(b) + np.uint64(seed)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -111,18 +111,19 @@ def _start_rows(lo, hi, words, counts, hamming, seed, orders, window, n_random, 
                 if j != i:
                     _heap_push(idx, key, flag, i, j, _dist(words, counts, i, j, hamming), 1)
         for t in range(n_random):
-            j = np.int64(_hash(i, t, seed) * n)
+            j = np.int64(edge_hash(i, t, seed) * n)
             if j != i:
                 _heap_push(idx, key, flag, i, j, _dist(words, counts, i, j, hamming), 1)
 
 
 @numba.njit(cache=True, nogil=True)
-def _candidates(idx, flag, seed, round_, new_c, new_p, old_c, old_p):
+def _candidates(idx, flag, seed, round_, new_c, new_p, old_c, old_p, scratch):
     """Sample each row's forward and reverse neighbours into new/old candidate lists.
 
     A list keeps the ``max_candidates`` entries of least random priority (a max-heap on
     priority), so a vertex with many reverse neighbours meets a fair sample of them.
-    Clears the flag of each new forward candidate that was sampled.
+    Clears the flag of each new forward candidate that was sampled. ``scratch`` (uint8,
+    the lists' shape) takes the heap's flags, which candidate lists do not use.
     """
     n, k = idx.shape
     new_c[:] = -1
@@ -134,13 +135,13 @@ def _candidates(idx, flag, seed, round_, new_c, new_p, old_c, old_p):
             j = idx[i, s]
             if j < 0:
                 continue
-            pri = np.float32(_hash(i * 1_000_003 + j, round_, seed))
+            pri = np.float32(edge_hash(i * 1_000_003 + j, round_, seed))
             if flag[i, s]:
-                _offer(new_c, new_p, i, j, pri)
-                _offer(new_c, new_p, j, i, pri)
+                _heap_push(new_c, new_p, scratch, i, j, pri, 0)
+                _heap_push(new_c, new_p, scratch, j, i, pri, 0)
             else:
-                _offer(old_c, old_p, i, j, pri)
-                _offer(old_c, old_p, j, i, pri)
+                _heap_push(old_c, old_p, scratch, i, j, pri, 0)
+                _heap_push(old_c, old_p, scratch, j, i, pri, 0)
     for i in range(n):
         for s in range(k):
             if flag[i, s]:
@@ -149,32 +150,6 @@ def _candidates(idx, flag, seed, round_, new_c, new_p, old_c, old_p):
                     if new_c[i, c] == j:
                         flag[i, s] = 0
                         break
-
-
-@numba.njit(cache=True, nogil=True)
-def _offer(cand, pri, i, j, p):
-    """Offer j with priority p to row i's candidate max-heap (least priorities kept)."""
-    m = cand.shape[1]
-    if p >= pri[i, 0]:
-        return
-    for s in range(m):
-        if cand[i, s] == j:
-            return
-    pos = 0
-    while True:
-        left = 2 * pos + 1
-        if left >= m:
-            break
-        c = left
-        if left + 1 < m and pri[i, left + 1] > pri[i, left]:
-            c = left + 1
-        if pri[i, c] <= p:
-            break
-        cand[i, pos] = cand[i, c]
-        pri[i, pos] = pri[i, c]
-        pos = c
-    cand[i, pos] = j
-    pri[i, pos] = p
 
 
 @numba.njit(cache=True, nogil=True)
@@ -356,13 +331,16 @@ def nn_descent(
     old_c = np.empty((n, m), dtype=np.int32)
     new_p = np.empty((n, m), dtype=np.float32)
     old_p = np.empty((n, m), dtype=np.float32)
+    scratch = np.empty((n, m), dtype=np.uint8)
     per_row = m * (m - 1) // 2 + m * m
     block = min(_BLOCK, n)
     up_p = np.empty(block * per_row, dtype=np.int32)
     up_q = np.empty(block * per_row, dtype=np.int32)
     up_d = np.empty(block * per_row, dtype=np.float32)
     for round_ in range(n_iters):
-        _candidates(idx, flag, np.int64(seed), np.int64(round_), new_c, new_p, old_c, old_p)
+        _candidates(
+            idx, flag, np.int64(seed), np.int64(round_), new_c, new_p, old_c, old_p, scratch
+        )
         changed = 0
         for b_lo in range(0, n, block):
             changed += _join_block(
