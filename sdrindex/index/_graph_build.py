@@ -14,7 +14,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from ..sdr import overlap_matrix, popcount64, row_popcount, to_words
+from .._threads import n_threads, run_ranges
+from ..sdr import popcount64, row_popcount, to_words
 from ._nndescent import nn_descent
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
@@ -87,7 +88,8 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
         keep = True
         for r in range(n_kept):
             if _distance_words(words[kept[i, r]], words[j], hamming) < cd[o]:
-                if _edge_hash(i, j, seed) < prob:
+                # an int64 j: one compiled _edge_hash for this and _pick_bit_entries
+                if _edge_hash(i, np.int64(j), seed) < prob:
                     keep = False
                 break
         if keep:
@@ -96,18 +98,32 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
             n_kept += 1
 
 
-@numba.njit(cache=True, parallel=True)
-def _diversify(knn, words, prob, seed, hamming):
+@numba.njit(cache=True, nogil=True)
+def _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d):
+    """Rows lo..hi-1 of _diversify (kept, kept_d filled with -1, inf)."""
+    for i in range(lo, hi):
+        _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d)
+
+
+def _diversify(
+    knn: NDArray[np.int32], words: NDArray[np.uint64], prob: float, seed: int, hamming: bool
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Keep edge i->j (neighbours by distance) unless a kept r has d(r,j) < d(i,j), w.p. prob.
 
-    Returns the kept neighbours (-1 padded, by distance) and their distances to i.
+    Returns the kept neighbours (-1 padded, by distance) and their distances to i. Rows run
+    as ranges on the thread pool (sdrindex._threads): a prange kernel compiled for seconds
+    more on a cold cache.
     """
     n, kn = knn.shape
     kept = np.full((n, kn), -1, dtype=np.int32)
     kept_d = np.full((n, kn), np.inf, dtype=np.float32)
-    for i in numba.prange(n):
-        # an int64 row: prange's unsigned index would compile _diversify_row twice
-        _diversify_row(np.int64(i), knn, words, prob, seed, hamming, kept, kept_d)
+    knn, words = np.ascontiguousarray(knn), np.ascontiguousarray(words)
+    prob, seed, hamming = float(prob), int(seed), bool(hamming)
+    run_ranges(
+        lambda lo, hi: _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d),
+        n,
+        4 * n_threads(),
+    )
     return kept, kept_d
 
 
@@ -135,6 +151,44 @@ def _exact_knn(words, k, hamming):
 
 
 @numba.njit(cache=True, nogil=True)
+def _stable_order(keys, order, tmp):
+    """order = argsort(keys, kind="mergesort"): a bottom-up merge sort over runs of 16
+    sorted by insertion (np.argsort costs ~4 s of compile on a cold cache); tmp: scratch
+    of the same length."""
+    n = keys.shape[0]
+    for lo in range(0, n, 16):
+        hi = min(lo + 16, n)
+        for t in range(lo, hi):
+            u = t
+            while u > lo and keys[order[u - 1]] > keys[t]:
+                order[u] = order[u - 1]
+                u -= 1
+            order[u] = t
+    src, dst = order, tmp
+    in_tmp = False
+    width = 16
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            a, b = lo, mid
+            for p in range(lo, hi):
+                # the right run's item first only when strictly smaller: stable
+                if b < hi and (a >= mid or keys[src[b]] < keys[src[a]]):
+                    dst[p] = src[b]
+                    b += 1
+                else:
+                    dst[p] = src[a]
+                    a += 1
+        src, dst = dst, src
+        in_tmp = not in_tmp
+        width *= 2
+    if in_tmp:
+        for p in range(n):
+            order[p] = src[p]
+
+
+@numba.njit(cache=True, nogil=True)
 def _search_graph_csr(kept, kept_d, max_degree):
     """Union of the kept edges and their reverses, each vertex keeping its max_degree closest."""
     n, kn = kept.shape
@@ -145,7 +199,11 @@ def _search_graph_csr(kept, kept_d, max_degree):
             if j >= 0:
                 deg[i + 1] += 1
                 deg[j + 1] += 1
-    all_ptr = np.cumsum(deg)
+    # loops, not np.cumsum / np.full: each numpy function a kernel calls is one more
+    # compile on a cold cache
+    all_ptr = deg
+    for i in range(n):
+        all_ptr[i + 1] += all_ptr[i]
     fill = all_ptr[:-1].copy()
     all_nb = np.empty(all_ptr[n], dtype=np.int32)
     all_d = np.empty(all_ptr[n], dtype=np.float32)
@@ -161,10 +219,18 @@ def _search_graph_csr(kept, kept_d, max_degree):
                 fill[j] += 1
     indptr = np.zeros(n + 1, dtype=np.int64)
     indices = np.empty(all_ptr[n], dtype=np.int32)
-    seen = np.full(n, -1, dtype=np.int64)
+    seen = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        seen[i] = -1
+    longest = np.int64(0)
+    for i in range(n):
+        longest = max(longest, all_ptr[i + 1] - all_ptr[i])
+    order_buf = np.empty(longest, dtype=np.int64)
+    tmp_buf = np.empty(longest, dtype=np.int64)
     for i in range(n):
         lo, hi = all_ptr[i], all_ptr[i + 1]
-        order = np.argsort(all_d[lo:hi], kind="mergesort")
+        order = order_buf[: hi - lo]
+        _stable_order(all_d[lo:hi], order, tmp_buf[: hi - lo])
         p = indptr[i]
         for o in order:
             j = all_nb[lo + o]
@@ -180,13 +246,15 @@ def _search_graph_csr(kept, kept_d, max_degree):
 def _pick_bit_entries(indptr, ids, per_bit, seed):
     """out[b] = up to per_bit vertices having bit b, drawn without replacement (-1 padded)."""
     n_bits = indptr.shape[0] - 1
-    out = np.full((n_bits, per_bit), -1, dtype=np.int32)
+    out = np.empty((n_bits, per_bit), dtype=np.int32)  # np.full: one more compile
     for b in range(n_bits):
+        for j in range(per_bit):
+            out[b, j] = -1
         lo = indptr[b]
         size = indptr[b + 1] - lo
         chosen = 0
         # Floyd-like rejection on a hash stream: sizes are large, per_bit small
-        attempt = 0
+        attempt = np.int64(0)  # not a literal 0: _edge_hash would compile once more
         while chosen < min(per_bit, size):
             r = lo + np.int64(_edge_hash(b, attempt, seed) * size)
             attempt += 1
@@ -259,9 +327,9 @@ def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray
     chosen = [int(rng.integers(sample.shape[0]))]
     closeness = np.zeros(sample.shape[0])
     for _ in range(n_entry - 1):
-        ov = np.empty((1, sample.shape[0]), dtype=np.int32)
-        overlap_matrix(sw[chosen[-1] : chosen[-1] + 1], sw, ov)
-        closeness = np.maximum(closeness, ov[0] / counts)
+        # numpy, not sdr.overlap_matrix: a prange kernel compiling ~2 s for 7 small rows
+        ov = np.bitwise_count(sw & sw[chosen[-1]]).sum(axis=1, dtype=np.int64)
+        closeness = np.maximum(closeness, ov / counts)
         closeness[chosen] = np.inf
         chosen.append(int(np.argmin(closeness)))
     return np.sort(sample[chosen]).astype(np.int32)

@@ -1,7 +1,9 @@
 """The graph backend's search: best-first over the search graph, overlap as the score.
 
-The kernels read the index through one :class:`GraphArrays` (a namedtuple numba types once
-and caches on disk) and keep a query's scratch in one :class:`Workspace`.
+The index reaches the kernels as the fields of one :class:`GraphArrays`. One entry kernel
+(:func:`_graph_rows`) serves one query and a batch's row ranges alike, and the calls below
+it are kept shallow: on a cold cache numba re-optimises all the code a function calls at
+every level, so each level costs about a second of compile.
 """
 
 from __future__ import annotations
@@ -32,23 +34,6 @@ class GraphArrays(NamedTuple):
     max_degree: int  # the largest number of edges of a vertex
     n_graph_items: int
     n_buf: int
-
-
-class Workspace(NamedTuple):
-    """One thread's scratch for a run of queries (allocated once per batch)."""
-
-    visited: NDArray[np.uint8]  # bitset over vertices
-    res_ov: NDArray[np.int32]  # (pool,): min-heap of the best overlaps ...
-    res_id: NDArray[np.int32]  # ... and their vertices
-    counts: NDArray[np.int32]  # (n_buf,): the buffer's overlap counters, kept zeroed
-    ties: NDArray[np.int64]  # (k,)
-    ws_ids: NDArray[np.int64]  # candidate items (graph then buffer) ...
-    ws_ov: NDArray[np.int32]  # ... and their overlaps
-    q_bits: NDArray[np.int32]  # the query's active bits
-    starts: NDArray[np.int32]  # the query's start vertices
-    q_dense: NDArray[np.uint8]  # the query as 0/1 per bit (for vbits rows)
-    fresh: NDArray[np.int32]  # (max_degree,): unvisited neighbours of a vertex ...
-    fresh_ov: NDArray[np.int32]  # ... and their overlaps
 
 
 # =========================================================================== heaps
@@ -125,32 +110,32 @@ def _mark(visited, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
+def _graph_one(
+    q_words, q_count, words, vbits, indptr, indices, starts, n_entries, pool, epsilon,
+    visited, res_ov, res_id, q_dense, fresh, fresh_ov,
+):  # fmt: skip
     """Best-first search for the `pool` vertices of largest overlap |q AND x_v|.
 
-    Starts from ws.starts[:n_entries]. A vertex joins the candidates when the pool is not
+    Starts from starts[:n_entries]. A vertex joins the candidates when the pool is not
     full or its overlap exceeds bound = worst - floor(epsilon * (q_count - worst)), worst
     being the smallest overlap kept; the search stops when the best candidate left is below
     the bound (slack 0: HNSW's rule). The slack grows with the distance left to a perfect
     match, so sparse SDRs (few, tied overlap values) search as with epsilon = 0 and dense
-    ones (fine-grained overlaps) explore further. Fills ws.res_ov/ws.res_id (a min-heap) and
-    returns the number kept.
+    ones (fine-grained overlaps) explore further. Fills res_ov/res_id (a min-heap) and
+    returns the number kept. visited, q_dense, fresh, fresh_ov: see _graph_rows.
     """
-    words, vbits, indices, indptr = g.words, g.vbits, g.indices, g.indptr
-    visited, res_ov, res_id, q_dense = ws.visited, ws.res_ov, ws.res_id, ws.q_dense
-    fresh, fresh_ov = ws.fresh, ws.fresh_ov
     for j in range(visited.shape[0]):
         visited[j] = 0
-    n_res = 0
-    n_cand = 0
+    n_res = np.int64(0)  # not a literal: a literal 0 compiles the heap kernels twice
+    n_cand = np.int64(0)
     # candidates: a min-heap on -overlap, grown on demand (a search visits few vertices)
-    cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int32)
-    cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int32)
+    cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int64)
+    cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int64)
     for j in range(n_entries):
-        e = ws.starts[j]
+        e = np.int64(starts[j])
         if _mark(visited, e):
             continue
-        ov = _vertex_overlap(q_words, q_dense, words, vbits, e)
+        ov = np.int64(_vertex_overlap(q_words, q_dense, words, vbits, e))
         if n_res < pool:
             n_res = _min_heap_push(res_ov, res_id, n_res, ov, e)
         elif ov > res_ov[0]:
@@ -167,18 +152,18 @@ def _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws):
         # score the unvisited neighbours first, in a loop of independent loads
         n_fresh = 0
         for p in range(indptr[c], indptr[c + 1]):
-            v = indices[p]
+            v = np.int64(indices[p])
             if not _mark(visited, v):
                 fresh[n_fresh] = v
                 n_fresh += 1
         for j in range(n_fresh):
-            fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, fresh[j])
+            fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, np.int64(fresh[j]))
         if n_cand + n_fresh > cand_key.shape[0]:
             cand_key = _grown(cand_key, n_cand, n_cand + n_fresh)
             cand_id = _grown(cand_id, n_cand, n_cand + n_fresh)
         for j in range(n_fresh):
-            ov = fresh_ov[j]
-            v = fresh[j]
+            ov = np.int64(fresh_ov[j])
+            v = np.int64(fresh[j])
             if n_res < pool:
                 n_res = _min_heap_push(res_ov, res_id, n_res, ov, v)
                 n_cand = _min_heap_push(cand_key, cand_id, n_cand, -ov, v)
@@ -229,41 +214,6 @@ def _query_entries(q_packed, bit_entries, entries, max_entries, q_bits, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws):
-    """Items of the pool's vertices (each distinct SDR stands for its items, ascending ids;
-    only the k first can win) then the buffer's exact top k, into ws.ws_ids/ws.ws_ov;
-    returns their number."""
-    # an int64 from the start: a literal 0 would type _graph_one a second time
-    q_count = np.int64(0)
-    for w in range(q_words.shape[0]):
-        q_count += popcount64(q_words[w])
-    m = 0
-    if g.words.shape[0] > 0:
-        n_entries = _query_entries(
-            q_packed, g.bit_entries, g.entries, max_entries, ws.q_bits, ws.starts
-        )
-        if g.vbits.shape[0] > 0:
-            for j in range(ws.q_dense.shape[0]):
-                ws.q_dense[j] = 0
-            for j in range(q_count):
-                ws.q_dense[ws.q_bits[j]] = 1
-        n_res = _graph_one(q_words, q_count, g, n_entries, pool, epsilon, ws)
-        for r in range(n_res):
-            v = ws.res_id[r]
-            hi = min(g.group_ptr[v + 1], g.group_ptr[v] + k)
-            for p in range(g.group_ptr[v], hi):
-                ws.ws_ids[m] = g.group_ids[p]
-                ws.ws_ov[m] = ws.res_ov[r]
-                m += 1
-    if g.n_buf > 0:
-        _scatter(q_packed, g.buf_indptr, g.buf_ids, g.n_graph_items, ws.counts)
-        m += _top_k_counts(
-            ws.counts, g.n_buf, k, ws.ties, ws.ws_ids[m:], ws.ws_ov[m:], g.n_graph_items
-        )
-    return m
-
-
-@numba.njit(cache=True, nogil=True)
 def _best_first(ov, ids, m, kk):
     """Positions of the kk best of the m candidates, by (overlap desc, id asc).
 
@@ -272,7 +222,7 @@ def _best_first(ov, ids, m, kk):
     """
     heap_key = np.empty(max(kk, 1), dtype=np.int64)
     heap_pos = np.empty(max(kk, 1), dtype=np.int64)
-    n = 0
+    n = np.int64(0)
     for j in range(m):
         neg = np.int64(ov[j]) * 4294967296 - ids[j]
         if n < kk:
@@ -288,53 +238,68 @@ def _best_first(ov, ids, m, kk):
 
 
 @numba.njit(cache=True, nogil=True)
-def _graph_query_one(q_packed, q_words, g, k, pool, epsilon, max_entries, ws, out_ids, out_ov):
-    """Top k of one query: graph search over distinct SDRs, expanded to their items, merged
-    with the exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded."""
-    m = _graph_candidates(q_packed, q_words, g, k, pool, epsilon, max_entries, ws)
-    kk = min(k, m)
-    order = _best_first(ws.ws_ov, ws.ws_ids, m, kk)
-    for j in range(kk):
-        out_ids[j] = ws.ws_ids[order[j]]
-        out_ov[j] = ws.ws_ov[order[j]]
-    for j in range(kk, k):
-        out_ids[j] = -1
-        out_ov[j] = -1
+def _graph_rows(q_packed, q_words, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov, *arrays):
+    """Rows lo..hi-1 of out = top k of those queries, sharing one work space.
 
-
-@numba.njit(cache=True, nogil=True)
-def _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, hi, out_ids, out_ov):
-    """Rows lo..hi-1 of out = top k of those queries, sharing one work space."""
-    n_bits_pad = 8 * q_packed.shape[1] + 1
-    n_cand = min(pool * k, g.n_graph_items) + k
-    ws = Workspace(
-        np.zeros((g.words.shape[0] >> 3) + 1, dtype=np.uint8),
-        np.empty(pool, dtype=np.int32),
-        np.empty(pool, dtype=np.int32),
-        np.zeros(max(g.n_buf, 1), dtype=np.int32),
-        np.empty(k, dtype=np.int64),
-        np.empty(n_cand, dtype=np.int64),
-        np.empty(n_cand, dtype=np.int32),
-        np.empty(n_bits_pad, dtype=np.int32),
-        np.empty(max_entries + g.entries.shape[0], dtype=np.int32),
-        np.zeros(n_bits_pad, dtype=np.uint8),
-        np.empty(max(g.max_degree, 1), dtype=np.int32),
-        np.empty(max(g.max_degree, 1), dtype=np.int32),
-    )
-    for i in range(lo, hi):
-        _graph_query_one(
-            q_packed[i], q_words[i], g, k, pool, epsilon, max_entries, ws, out_ids[i], out_ov[i]
-        )
-
-
-@numba.njit(cache=True, nogil=True)
-def _graph_serial(q_packed, q_words, k, pool, epsilon, max_entries, out_ids, out_ov, *arrays):
-    """Row i of out = top k of query i (see _graph_query_one), on the calling thread.
-
-    arrays: the fields of a GraphArrays, spread because numba's dispatcher types plain
-    arrays on its fast path and a namedtuple on a slow one (~5 us more per call).
+    Row i: the graph search over distinct SDRs, expanded to their items, merged with the
+    exact top k of the buffer; ordered by (overlap desc, id asc), -1 padded. One kernel
+    for one query and for a row range of a batch: every level of numba calls re-optimises
+    all the code below it on a cold cache (~1.3 s a level here). arrays: the fields of a
+    GraphArrays, spread because numba's dispatcher types plain arrays on its fast path and
+    a namedtuple on a slow one (~5 us more per call).
     """
-    g = GraphArrays(*arrays)
-    nq = q_packed.shape[0]
-    lo = np.int64(0)  # not a literal: one compiled _graph_batch for both paths
-    _graph_batch(q_packed, q_words, g, k, pool, epsilon, max_entries, lo, nq, out_ids, out_ov)
+    (words, vbits, indptr, indices, entries, bit_entries, group_ptr, group_ids, buf_indptr,
+     buf_ids, max_degree, n_graph_items, n_buf) = arrays  # fmt: skip
+    # the scratch the rows share (plain locals: a namedtuple of them passed down compiled
+    # slower)
+    n_bits_pad = 8 * q_packed.shape[1] + 1
+    n_cand = min(pool * k, n_graph_items) + k
+    visited = np.zeros((words.shape[0] >> 3) + 1, dtype=np.uint8)  # bitset over vertices
+    # int64 like every heap of the search: one compiled copy of each heap kernel, not 5
+    res_ov = np.empty(pool, dtype=np.int64)  # min-heap of the best overlaps ...
+    res_id = np.empty(pool, dtype=np.int64)  # ... and their vertices
+    counts = np.zeros(max(n_buf, 1), dtype=np.int32)  # the buffer's counters, kept zeroed
+    ties = np.empty(k, dtype=np.int64)
+    ws_ids = np.empty(n_cand, dtype=np.int64)  # candidate items (graph then buffer) ...
+    ws_ov = np.empty(n_cand, dtype=np.int32)  # ... and their overlaps
+    q_bits = np.empty(n_bits_pad, dtype=np.int32)  # the query's active bits
+    starts = np.empty(max_entries + entries.shape[0], dtype=np.int32)  # its start vertices
+    q_dense = np.zeros(n_bits_pad, dtype=np.uint8)  # the query as 0/1 per bit, for vbits
+    fresh = np.empty(max(max_degree, 1), dtype=np.int32)  # unvisited neighbours ...
+    fresh_ov = np.empty(max(max_degree, 1), dtype=np.int32)  # ... and their overlaps
+    for i in range(lo, hi):
+        q_p, q_w = q_packed[i], q_words[i]
+        # candidates: the items of the pool's vertices (each distinct SDR stands for its
+        # items, ascending ids; only the k first can win), then the buffer's exact top k
+        q_count = np.int64(0)  # not a literal 0: that would type _graph_one a second time
+        for w in range(q_w.shape[0]):
+            q_count += popcount64(q_w[w])
+        m = np.int64(0)
+        if words.shape[0] > 0:
+            n_entries = _query_entries(q_p, bit_entries, entries, max_entries, q_bits, starts)
+            if vbits.shape[0] > 0:
+                for j in range(q_dense.shape[0]):
+                    q_dense[j] = 0
+                for j in range(q_count):
+                    q_dense[q_bits[j]] = 1
+            n_res = _graph_one(
+                q_w, q_count, words, vbits, indptr, indices, starts, n_entries, pool, epsilon,
+                visited, res_ov, res_id, q_dense, fresh, fresh_ov,
+            )  # fmt: skip
+            for r in range(n_res):
+                v = res_id[r]
+                for p in range(group_ptr[v], min(group_ptr[v + 1], group_ptr[v] + k)):
+                    ws_ids[m] = group_ids[p]
+                    ws_ov[m] = res_ov[r]
+                    m += 1
+        if n_buf > 0:
+            _scatter(q_p, buf_indptr, buf_ids, n_graph_items, counts)
+            m += _top_k_counts(counts, n_buf, k, ties, ws_ids[m:], ws_ov[m:], n_graph_items)
+        kk = min(k, m)
+        order = _best_first(ws_ov, ws_ids, m, kk)
+        for j in range(kk):
+            out_ids[i, j] = ws_ids[order[j]]
+            out_ov[i, j] = ws_ov[order[j]]
+        for j in range(kk, k):
+            out_ids[i, j] = -1
+            out_ov[i, j] = -1

@@ -51,44 +51,33 @@ class ExactArrays(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
-def _exact_one(q, qw, x, k, counts, ties, out_ids, out_ov):
-    """Exact top k of one query over items 0..x.n-1 (set a, then set b), -1 padded.
+def _exact_rows(queries, q_words, k, counts, lo, hi, out_ids, out_ov, *arrays):
+    """Rows lo..hi-1 of out = exact top k of those queries over items 0..n-1, -1 padded.
 
     Set a is counted from its posting lists, or by a popcount scan of its words when the
     query's posting lists are long (dense SDRs); set b always from its posting lists.
+    counts: zeroed scratch of length >= n, left zeroed. One kernel for one query and for a
+    batch's row ranges, calling its helpers directly: on a cold cache numba re-optimises
+    all the code a function calls at every level. arrays: the fields of an ExactArrays,
+    spread because numba's dispatcher types plain arrays on its fast path and a namedtuple
+    on a slow one.
     """
-    words_a = x.words_a
+    indptr_a, ids_a, words_a, indptr_b, ids_b, n = arrays
     n_a = words_a.shape[0]
-    if _posting_cost(q, x.indptr_a) > _SCAN_COST * n_a * words_a.shape[1]:
-        for i in range(n_a):
-            counts[i] = overlap_words(qw, words_a[i])
-    else:
-        _scatter(q, x.indptr_a, x.ids_a, 0, counts)
-    _scatter(q, x.indptr_b, x.ids_b, 0, counts)
-    kk = _top_k_counts(counts, x.n, k, ties, out_ids, out_ov, 0)
-    for j in range(kk, k):
-        out_ids[j] = -1
-        out_ov[j] = -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov):
-    """Rows lo..hi-1 of out = exact top k of those queries (counts: zeroed scratch, len >= n)."""
+    no_offset = np.int64(0)  # not a literal 0: the graph backend's copies serve
     ties = np.empty(k, dtype=np.int64)
     for i in range(lo, hi):
-        _exact_one(queries[i], q_words[i], x, k, counts, ties, out_ids[i], out_ov[i])
-
-
-@numba.njit(cache=True, nogil=True)
-def _exact_serial(queries, q_words, k, counts, out_ids, out_ov, *arrays):
-    """Row i of out = exact top k of queries[i], on the calling thread.
-
-    arrays: the fields of an ExactArrays, spread because numba's dispatcher types plain
-    arrays on its fast path and a namedtuple on a slow one.
-    """
-    x = ExactArrays(*arrays)
-    lo = np.int64(0)  # not a literal: one compiled _exact_batch for both paths
-    _exact_batch(queries, q_words, x, k, counts, lo, queries.shape[0], out_ids, out_ov)
+        q = queries[i]
+        if _posting_cost(q, indptr_a) > _SCAN_COST * n_a * words_a.shape[1]:
+            for j in range(n_a):
+                counts[j] = overlap_words(q_words[i], words_a[j])
+        else:
+            _scatter(q, indptr_a, ids_a, no_offset, counts)
+        _scatter(q, indptr_b, ids_b, no_offset, counts)
+        kk = _top_k_counts(counts, n, k, ties, out_ids[i], out_ov[i], no_offset)
+        for j in range(kk, k):
+            out_ids[i, j] = -1
+            out_ov[i, j] = -1
 
 
 # =========================================================================== backend
@@ -165,11 +154,11 @@ class ExactBackend:
 
             def rows(lo: int, hi: int) -> None:  # own counters per range
                 counts = np.zeros(x.n, dtype=np.int32)
-                _exact_batch(queries, q_words, x, k, counts, lo, hi, out_ids, out_ov)
+                _exact_rows(queries, q_words, k, counts, lo, hi, out_ids, out_ov, *x)
 
             run_ranges(rows, nq, n_chunks)
         else:
-            _exact_serial(queries, q_words, k, self._counts(x.n), out_ids, out_ov, *x)
+            _exact_rows(queries, q_words, k, self._counts(x.n), 0, nq, out_ids, out_ov, *x)
         return out_ids, out_ov
 
     @cached_property

@@ -7,7 +7,7 @@ insertion positions: ``fit`` numbers its rows 0..n-1 and each ``add`` continues 
 
 Backends (:mod:`sdrindex.index.registry`; each behind :class:`~sdrindex.index.backend.Backend`):
 ``"exact"`` (:mod:`~sdrindex.index.exact`: posting lists or a popcount scan; the ground
-truth) and ``"nndescent"`` (:mod:`~sdrindex.index.graph`: a pynndescent k-NN graph searched
+truth) and ``"nndescent"`` (:mod:`~sdrindex.index.graph`: an NN-descent k-NN graph searched
 best-first by our kernels; approximate, returns true overlaps).
 
 Thread safety: queries read an immutable snapshot of the index (a backend instance) and

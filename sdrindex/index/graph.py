@@ -41,7 +41,7 @@ from ._graph_build import (
     _search_graph_csr,
     knn_graph,
 )
-from ._graph_search import GraphArrays, _graph_batch, _graph_serial
+from ._graph_search import GraphArrays, _graph_rows
 from ._postings import Buffer, _build_postings, n_words
 from .backend import Prepared
 from .format import check_csr
@@ -195,14 +195,15 @@ class GraphBackend:
         epsilon = auto_epsilon if params["epsilon"] is None else float(params["epsilon"])
         q_words, g = to_words(queries), self.kernel_arrays
         search = (k, max(ef, k), epsilon, int(params["n_entry_points"]))
+        # one kernel (one compiled copy) for both: lo and hi are Python ints either way
         if n_chunks > 1:
             run_ranges(
-                lambda lo, hi: _graph_batch(queries, q_words, g, *search, lo, hi, out_ids, out_ov),
+                lambda lo, hi: _graph_rows(queries, q_words, *search, lo, hi, out_ids, out_ov, *g),
                 nq,
                 n_chunks,
             )
         else:
-            _graph_serial(queries, q_words, *search, out_ids, out_ov, *g)
+            _graph_rows(queries, q_words, *search, 0, nq, out_ids, out_ov, *g)
         return out_ids, out_ov
 
     # ------------------------------------------------------------------ persistence

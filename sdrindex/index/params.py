@@ -33,7 +33,7 @@ __all__ = ["NNDESCENT_DEFAULTS", "check_params"]
 #: chosen from the number of distinct SDRs and their mean active bits
 #: (``_graph_neighbors``, ``_auto_search``). Start vertices share a query bit; more of them
 #: (n_entry_points) cost little and rescue queries whose answer sits in a cluster the graph
-#: barely links to. n_trees / n_iters None: pynndescent chooses.
+#: barely links to. n_trees / n_iters None: 6 min-hash orders / max(5, round(log2 n)) rounds.
 NNDESCENT_DEFAULTS: dict[str, Any] = {
     "n_neighbors": None,
     "n_trees": None,

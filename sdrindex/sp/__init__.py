@@ -4,8 +4,9 @@
 - :mod:`.presets`: named configurations (``PRESETS``, ``sp_from_config``, ``threshold_for``);
 - :mod:`.topology`: coordinates, neighbourhoods, the column -> input mapping.
 
-The numba kernels (:mod:`._kernels` for learning, :mod:`._infer` for inference) and the
-typed structures they take (:mod:`._structs`) are private.
+The numba kernels (:mod:`._kernels` for learning, :mod:`._local` for local inhibition,
+:mod:`._infer` for inference) and the typed structures they take (:mod:`._structs`) are
+private.
 """
 
 from . import topology

@@ -1,7 +1,7 @@
 """The Spatial Pooler's inference and back-projection as numba kernels.
 
 Inference reads an :class:`~._structs.InferModel` (the plan built once per learned state)
-and never changes the state. Small batches run on the calling thread (:func:`infer_rows`,
+and never changes the state. Small batches run on the calling thread (:func:`infer_small`,
 no thread-pool wake-up: on a shared machine that costs milliseconds); larger ones as
 ranges of rows on threads (``sdrindex._threads.run_ranges``), the same kernel on each.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._kernels import inhibit_global, inhibit_global_counts, inhibit_local, overlaps_from_bits
+from ._kernels import inhibit_global, inhibit_global_counts, overlaps_from_bits
+from ._local import inhibit_local
 
 _NJIT = {"cache": True, "nogil": True}
 
@@ -64,24 +65,37 @@ def use_bits_path(X, model, path):
 
 
 @nb.njit(**_NJIT)
-def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
-    """NuPIC's ``compute(x, learn=False)`` on rows ``start:stop`` of ``X`` (no state change).
+def infer_small(X, handle, use_boost, path, out_packed, local):
+    """NuPIC's ``compute(x, learn=False)`` on every row of ``X`` on the calling thread (no
+    state change); ``handle`` is an :class:`~._structs.InferHandle` (model and boost).
 
-    Overlaps by popcount over the columns' connected bits (``use_bits``) or by scattering
-    the active inputs' connected columns (input-major CSR), raw (NuPIC) or multiplied by
-    ``boost`` (htm.core, ``use_boost``); global or local inhibition; winners written as
-    packed bits into ``out_packed``.
+    Overlaps by popcount over the columns' connected bits or by scattering the active
+    inputs' connected columns (input-major CSR), as :func:`use_bits_path` picks; raw (NuPIC)
+    or multiplied by the boost factors (htm.core, ``use_boost``); global or local
+    inhibition; winners written as packed bits into ``out_packed``. Larger batches run
+    this on ranges of rows on threads. One kernel, not a per-range kernel under it: numba
+    re-optimises a callee's code in every caller, 2 s of compile on a cold cache.
+
+    ``local`` is None under global inhibition, else True: numba prunes the ``local is
+    None`` branches by type, so a global SP compiles no local inhibition (as
+    :func:`~._kernels.learn_steps`).
     """
+    model = handle.model
+    boost = handle.boost
+    use_bits = use_bits_path(X, model, path)
     n_in = X.shape[1]
     n_cols = model.conn_bits.shape[1]
-    counts = np.zeros(n_cols, np.int32)
+    # np.empty, not np.zeros: every buffer is cleared where it is used (counts and xbits
+    # per row, acc, hist and flag by the kernels), and each np.zeros dtype compiles its own
+    # fill (0.2 s apiece on a cold cache)
+    counts = np.empty(n_cols, np.int32)
     vals = np.empty(n_cols, np.float32)
-    hist = np.zeros(n_in + 2, np.int64)
+    hist = np.empty(n_in + 2, np.int64)
     winners = np.empty(n_cols, np.int64)
-    flag = np.zeros(n_cols, np.bool_)
-    xbits = np.zeros(model.conn_bits.shape[0], np.uint64)
-    acc = np.zeros(n_cols, np.uint64)
-    for t in range(start, stop):
+    flag = np.empty(n_cols, np.bool_)
+    xbits = np.empty(model.conn_bits.shape[0], np.uint64)
+    acc = np.empty(n_cols, np.uint64)
+    for t in range(X.shape[0]):
         x = X[t]
         if use_bits:
             xbits[:] = 0
@@ -98,13 +112,13 @@ def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
         if use_boost:
             for c in range(n_cols):
                 vals[c] = boost[c] * np.float32(counts[c])
-            if model.global_mode:
+            if local is None or model.global_mode:
                 m = inhibit_global(vals, model.num_active, model.stim, winners)
             else:
                 m = inhibit_local(
                     vals, model.density, model.stim, model.nb_ptr, model.nb_idx, winners, flag
                 )
-        elif model.global_mode:
+        elif local is None or model.global_mode:
             m = inhibit_global_counts(counts, model.num_active, model.stim, hist, winners)
         else:
             m = inhibit_local(
@@ -113,16 +127,6 @@ def infer_rows(X, start, stop, model, boost, use_boost, use_bits, out_packed):
         for w in range(m):
             c = winners[w]
             out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
-
-
-@nb.njit(**_NJIT)
-def infer_small(X, handle, use_boost, path, out_packed):
-    """:func:`infer_rows` on every row of ``X`` on the calling thread (small batches);
-    ``handle`` is an :class:`~._structs.InferHandle` (model and boost factors)."""
-    model = handle.model
-    use_bits = use_bits_path(X, model, path)
-    start = np.int64(0)  # not a literal: one compiled infer_rows for every path
-    infer_rows(X, start, X.shape[0], model, handle.boost, use_boost, use_bits, out_packed)
 
 
 @nb.njit(**_NJIT)

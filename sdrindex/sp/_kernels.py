@@ -4,90 +4,48 @@ Every kernel reproduces one step of NuPIC's Python ``SpatialPooler`` (algorithm 
 with its float32 arithmetic: constants are rounded to float32 before they meet float32
 state, exactly as numpy does when a Python float meets a float32 array. The names of the
 NuPIC methods each kernel mirrors are given in its docstring. The kernels take the typed
-structures of :mod:`._structs` (layouts documented there); inference is in :mod:`._infer`.
+structures of :mod:`._structs` (layouts documented there); inference is in :mod:`._infer`,
+the kernels only local inhibition needs in :mod:`._local`.
 
-One learning step (:func:`learn_step`) runs the phases in NuPIC's order:
-:func:`calculate_overlap`, :func:`inhibit_columns`, :func:`adapt_synapses`,
-:func:`update_duty_cycles`, :func:`bump_up_weak_columns`, :func:`update_boost_factors`,
-and every ``update_period`` steps :func:`update_inhibition_radius` and
-:func:`update_min_duty_cycles`.
+One learning step (in :func:`learn_steps`) runs the phases in NuPIC's order:
+:func:`calculate_overlap`, inhibition (:func:`inhibit_global` or :func:`inhibit_local`),
+:func:`adapt_synapses`, :func:`update_duty_cycles`, :func:`bump_up_weak_columns`, the
+boost update (:func:`boost_exponents_global` or :func:`boost_exponents_local`, then
+:func:`update_boost_factors`), and every ``update_period`` steps
+:func:`update_inhibition_radius` and the minimum duty cycles
+(:func:`min_duty_cycles_global` or :func:`min_duty_cycles_local`). The choices between
+global and local inhibition (and the stimulus-threshold shortcut) are made by arguments
+that are None for the branches a configuration never takes: numba prunes those by type
+before compiling, so the default (global) SP compiles none of :mod:`._local`.
+
+Learning's default path lives in this one module (but sdr.popcount64) on purpose: numba's
+cache keys a kernel on its own file only, so a kernel calling kernels of another module
+keeps their old code in a warm cache after they are edited.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from sdrindex.sdr import popcount64
 
-from ._structs import Neighbours, Work
+from ._local import (
+    boost_exponents_local,
+    box_neighbors,  # noqa: F401 - the reference tests/test_topology.py checks
+    inhibit_local,
+    inhibition_radius_local,
+    min_duty_cycles_local,
+    neighbours_for,
+)
+from ._structs import Params, Work
 
 _NJIT = {"cache": True, "nogil": True}
 # The boost update enters object mode (numpy's exp) and so holds the GIL, as must its callers.
 _NJIT_GIL = {"cache": True}
-
-
-@nb.njit(**_NJIT)
-def box_neighbors(center, radius, dims, wrap, out):
-    """Fill ``out`` with the flat indices within ``radius`` of ``center``; return the count.
-
-    Row-major order over the (clipped or wrapped) hyper-cube, as NuPIC's topology module.
-    """
-    nd = dims.shape[0]
-    lo = np.empty(nd, np.int64)
-    length = np.empty(nd, np.int64)
-    rem = center
-    for d in range(nd - 1, -1, -1):
-        p = rem % dims[d]
-        rem //= dims[d]
-        if wrap:
-            left = p - radius
-            right = min(p + radius, left + dims[d] - 1)
-        else:
-            left = max(0, p - radius)
-            right = min(dims[d] - 1, p + radius)
-        lo[d] = left
-        length[d] = right - left + 1
-    total = 1
-    for d in range(nd):
-        total *= length[d]
-    off = np.zeros(nd, np.int64)
-    for n in range(total):
-        flat = 0
-        for d in range(nd):
-            v = lo[d] + off[d]
-            if wrap:
-                v = v % dims[d]
-            flat = flat * dims[d] + v
-        out[n] = flat
-        d = nd - 1
-        while d >= 0:
-            off[d] += 1
-            if off[d] < length[d]:
-                break
-            off[d] = 0
-            d -= 1
-    return total
-
-
-@nb.njit(**_NJIT)
-def neighbor_table(radius, dims, wrap):
-    """CSR (ptr, idx) of every column's neighbourhood, in ``box_neighbors`` order."""
-    n = 1
-    for d in range(dims.shape[0]):
-        n *= dims[d]
-    side = 1
-    for d in range(dims.shape[0]):
-        side *= min(dims[d], 2 * radius + 1)
-    buf = np.empty(side, np.int64)
-    ptr = np.zeros(n + 1, np.int64)
-    idx = np.empty(n * side, np.int32)
-    for c in range(n):
-        cnt = box_neighbors(c, radius, dims, wrap, buf)
-        for j in range(cnt):
-            idx[ptr[c] + j] = buf[j]
-        ptr[c + 1] = ptr[c] + cnt
-    return ptr, idx[: ptr[n]]
 
 
 @nb.njit(**_NJIT)
@@ -104,44 +62,6 @@ def overlaps_from_bits(conn_bits, xbits, acc, ov):
             acc[c] += popcount64(row[c] & xw)
     for c in range(n_cols):
         ov[c] = np.int32(acc[c])
-
-
-@nb.njit(**_NJIT)
-def pairwise_sum_f32(a, n):
-    """numpy's float32 pairwise summation of ``a[:n]`` (same grouping, same rounding)."""
-    if n < 8:
-        s = np.float32(-0.0)
-        for i in range(n):
-            s = s + a[i]
-        return s
-    if n <= 128:
-        r0 = a[0]
-        r1 = a[1]
-        r2 = a[2]
-        r3 = a[3]
-        r4 = a[4]
-        r5 = a[5]
-        r6 = a[6]
-        r7 = a[7]
-        i = 8
-        while i < n - (n % 8):
-            r0 = r0 + a[i + 0]
-            r1 = r1 + a[i + 1]
-            r2 = r2 + a[i + 2]
-            r3 = r3 + a[i + 3]
-            r4 = r4 + a[i + 4]
-            r5 = r5 + a[i + 5]
-            r6 = r6 + a[i + 6]
-            r7 = r7 + a[i + 7]
-            i += 8
-        s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            s = s + a[i]
-            i += 1
-        return s
-    n2 = n // 2
-    n2 -= n2 % 8
-    return pairwise_sum_f32(a, n2) + pairwise_sum_f32(a[n2:], n - n2)
 
 
 @nb.njit(**_NJIT)
@@ -165,6 +85,31 @@ def num_active_global(density, n_columns):
     k = 1 give 0.9999999999999999, so no column at all); the 1e-9 keeps exactly k.
     """
     return int(density * n_columns + 1e-9)
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The bits of a float32 as a uint32: a bitcast, where an array ``.view`` would compile
+    numba's layout checks and their error messages (0.5 s of a cold cache)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, u):
+    """The float32 whose bits are the uint32 ``u`` (the inverse of :func:`f32_bits`)."""
+    if u != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+
+    return types.float32(types.uint32), codegen
 
 
 @nb.njit(**_NJIT)
@@ -198,6 +143,17 @@ def kth_largest_key(keys, n, k, hist):
 
 
 @nb.njit(**_NJIT)
+def reverse(a, m):
+    """Reverse ``a[:m]`` in place (a slice copy would compile numba's shape-error message:
+    about 3 s of string code on a cold cache)."""
+    for i in range(m // 2):
+        j = m - 1 - i
+        v = a[i]
+        a[i] = a[j]
+        a[j] = v
+
+
+@nb.njit(**_NJIT)
 def inhibit_global(vals, num_active, stim, out):
     """Top ``num_active`` columns by value, ties to the higher index, then value >= stim.
 
@@ -217,27 +173,25 @@ def inhibit_global(vals, num_active, stim, out):
             cand[nc] = c
             nc += 1
     if nc <= k:
-        out[:nc] = cand[:nc]
+        for j in range(nc):  # loops, not slice copies: those compile a shape-error message
+            out[j] = cand[j]
         return nc
     # float32 -> uint32 keys in the same order (sign bit flipped for v >= +0, all bits
     # for v < 0): one radix select for any sign, and no np.partition (10 s of compile)
     sign = np.uint32(0x80000000)
     keys = np.empty(nc, np.uint32)
-    bits = vals.view(np.uint32)
     for j in range(nc):
-        u = bits[cand[j]]
+        u = f32_bits(vals[cand[j]])
         keys[j] = u ^ sign if u < sign else ~u
     hist = np.empty(2048, np.int64)
     t_key = kth_largest_key(keys, nc, k, hist)
-    t_bits = np.empty(1, np.uint32)
-    t_bits[0] = t_key ^ sign if t_key >= sign else ~t_key
-    t = t_bits.view(vals.dtype)[0]
+    t = bits_f32(np.uint32(t_key ^ sign if t_key >= sign else ~t_key))
     greater = 0
     for j in range(nc):
         if vals[cand[j]] > t:
             greater += 1
     ties = k - greater
-    m = 0
+    m = np.int64(0)  # not a literal 0: one compiled reverse
     for j in range(nc - 1, -1, -1):
         c = cand[j]
         v = vals[c]
@@ -246,7 +200,7 @@ def inhibit_global(vals, num_active, stim, out):
                 ties -= 1
             out[m] = c
             m += 1
-    out[:m] = out[:m][::-1].copy()
+    reverse(out, m)
     return m
 
 
@@ -270,7 +224,7 @@ def inhibit_global_counts(counts, num_active, stim, hist, out):
         above += hist[t]
         t -= 1
     ties = k - above
-    m = 0
+    m = np.int64(0)  # not a literal 0: one compiled reverse
     for c in range(n - 1, -1, -1):
         v = counts[c]
         take = False
@@ -282,35 +236,7 @@ def inhibit_global_counts(counts, num_active, stim, hist, out):
         if take and v >= stim:
             out[m] = c
             m += 1
-    out[:m] = out[:m][::-1].copy()
-    return m
-
-
-@nb.njit(**_NJIT)
-def inhibit_local(vals, density, stim, nb_ptr, nb_idx, out, flag):
-    """NuPIC's ``_inhibitColumnsLocal``: scan columns in index order; column c wins when
-    #(neighbours with a larger value) + #(tied neighbours already chosen)
-    < int(0.5 + density * neighbourhood size). Returns the count written to ``out``."""
-    n = vals.shape[0]
-    flag[:n] = False
-    m = 0
-    for c in range(n):
-        v = vals[c]
-        if v >= stim:
-            a = nb_ptr[c]
-            cnt = nb_ptr[c + 1] - a
-            bigger = 0
-            lost = 0
-            for j in range(a, a + cnt):
-                u = vals[nb_idx[j]]
-                if u > v:
-                    bigger += 1
-                elif u == v and flag[nb_idx[j]]:
-                    lost += 1
-            if bigger + lost < int(0.5 + density * cnt):
-                flag[c] = True
-                out[m] = c
-                m += 1
+    reverse(out, m)
     return m
 
 
@@ -393,77 +319,12 @@ def adapt_and_finish_column(c, x, state, params):
         state.conn_bits[w, c] = word
 
 
-@nb.njit(**_NJIT)
-def update_column(c, state, params, raise_perm):
-    """NuPIC's ``_updatePermanencesForColumn``: optionally clip and raise to the stimulus
-    threshold, then trim, clip and refresh the connected bits."""
-    if raise_perm:
-        perm = state.perm
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        connected = 0
-        for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
-            p = min(max(perm[k], zero), one)
-            perm[k] = p
-            connected += p > params.conn_thr
-        raise_to_threshold(c, state, params, connected)
-    finish_column(c, state, params)
-
-
-@nb.njit(**_NJIT)
-def update_columns(state, params, raise_perm):
-    """``update_column`` on every column in order (a freshly set state)."""
-    for c in range(state.pot_ptr.shape[0] - 1):
-        update_column(c, state, params, raise_perm)
-
-
-@nb.njit(**_NJIT)
-def inhibition_radius_local(state, params):
-    """NuPIC's ``_updateInhibitionRadius`` (local): mean connected span x columns per input."""
-    pot_ptr = state.pot_ptr
-    in_coords = params.in_coords
-    in_dims = params.in_dims
-    n_cols = pot_ptr.shape[0] - 1
-    nd = in_dims.shape[0]
-    mn = np.empty(nd, np.int64)
-    mx = np.empty(nd, np.int64)
-    total = 0.0
-    for c in range(n_cols):
-        any_conn = False
-        for d in range(nd):
-            mn[d] = 1 << 62
-            mx[d] = -1
-        for k in range(pot_ptr[c], pot_ptr[c + 1]):
-            i = state.pot_idx[k]
-            if state.perm[k] >= params.conn_thr:
-                any_conn = True
-                for d in range(nd):
-                    v = in_coords[i, d]
-                    if v < mn[d]:
-                        mn[d] = v
-                    if v > mx[d]:
-                        mx[d] = v
-        if any_conn:
-            span = 0.0
-            for d in range(nd):
-                span += mx[d] - mn[d] + 1
-            total += span / nd
-    avg_span = total / n_cols
-    cpi = 0.0
-    for d in range(nd):
-        cpi += np.float64(np.float32(params.col_dims[d])) / in_dims[d]
-    cpi /= nd
-    radius = (avg_span * cpi - 1.0) / 2.0
-    radius = max(1.0, radius)
-    return int(radius + 0.5)
-
-
 # ------------------------------------------------------------------ one learning step
 
 
-@nb.njit(**_NJIT)
-def new_work(n_words, n_cols):
-    """Scratch buffers for learning steps on ``n_cols`` columns and ``n_words`` input words."""
+def new_work(n_words: int, n_cols: int) -> Work:
+    """Scratch buffers for learning steps on ``n_cols`` columns and ``n_words`` input words
+    (plain numpy: a kernel for this compiled for a second)."""
     return Work(
         np.zeros(n_words, np.uint64),
         np.zeros(n_cols, np.uint64),
@@ -478,15 +339,6 @@ def new_work(n_words, n_cols):
 
 
 @nb.njit(**_NJIT)
-def neighbours_for(nbr, radius, params):
-    """``nbr`` if it is the table for ``radius`` (or inhibition is global), else a new one."""
-    if params.global_inhibition or nbr.radius == radius:
-        return nbr
-    ptr, idx = neighbor_table(radius, params.col_dims, params.wrap_around)
-    return Neighbours(radius, ptr, idx)
-
-
-@nb.njit(**_NJIT)
 def calculate_overlap(x, conn_bits, work):
     """NuPIC's ``_calculateOverlap``: ov[c] = |connected(c) AND x| for a 0/1 row ``x``."""
     xbits = work.xbits
@@ -498,20 +350,13 @@ def calculate_overlap(x, conn_bits, work):
 
 
 @nb.njit(**_NJIT)
-def inhibit_columns(vals, density, radius, params, nbr, work):
-    """NuPIC's ``_inhibitColumns`` on boosted overlaps ``vals``; winners (ascending) go to
-    ``work.winners``, their count is returned."""
-    n_cols = vals.shape[0]
-    if params.global_inhibition or radius > params.max_col_dim:
-        k = num_active_global(density, n_cols)
-        return inhibit_global(vals, k, params.stim, work.winners)
-    return inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
-
-
-@nb.njit(**_NJIT)
-def adapt_synapses(x, m, state, params, work):
+def adapt_synapses(x, m, state, params, work, stim_free):
     """NuPIC's ``_adaptSynapses`` on the ``m`` winners: p += inc where x is on, else -= dec,
     clipped to [0, 1], raised to the stimulus threshold, trimmed; marks ``work.is_win``.
+
+    ``stim_free`` is None when stimulus_threshold > 0 (then numba prunes, by type, the
+    shortcut for a threshold <= 0 and never compiles :func:`adapt_and_finish_column`),
+    else True.
 
     One pass per winner: the clipped values wait in ``work.spare`` and the connected ones
     are counted, so the rare column left with fewer than stim connected synapses is redone
@@ -530,7 +375,7 @@ def adapt_synapses(x, m, state, params, work):
     for w in range(m):
         c = work.winners[w]
         work.is_win[c] = True
-        if params.stim <= 0:
+        if stim_free is not None and params.stim <= 0:
             adapt_and_finish_column(c, x, state, params)
             continue
         # The same loop as adapt_and_finish_column plus the spare copy and the count, kept
@@ -538,7 +383,7 @@ def adapt_synapses(x, m, state, params, work):
         a = state.pot_ptr[c]
         b = state.pot_ptr[c + 1]
         k = a
-        connected = 0
+        connected = np.int64(0)
         for wd in range(state.conn_bits.shape[0]):
             word = np.uint64(0)
             end = (wd + 1) << 6
@@ -583,34 +428,31 @@ def bump_up_weak_columns(state, params):
         if state.overlap_duty[c] < state.min_overlap_duty[c]:
             for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
                 state.perm[k] = state.perm[k] + params.below_inc
-            finish_column(c, state, params)  # update_column without the raise
+            finish_column(c, state, params)  # update_columns' step without the raise
 
 
-@nb.njit(**_NJIT_GIL)
-def update_boost_factors(radius, state, params, nbr, work):
-    """NuPIC's ``_updateBoostFactors``: b = exp((target density - active duty) * strength),
-    the target being the density (global) or the neighbourhood's mean active duty cycle."""
+@nb.njit(**_NJIT)
+def boost_exponents_global(radius, state, params, work):
+    """The exponents of NuPIC's ``_updateBoostFactors`` under global inhibition,
+    (target density - active duty) * strength, into ``work.vals``."""
     adc = state.active_duty
     vals = work.vals
     n_cols = adc.shape[0]
     strength = params.boost_strength
-    if params.global_inhibition:
-        nd = params.col_dims.shape[0]
-        density = inhibition_density(
-            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
-        )
-        target = np.float32(density)
-        for c in range(n_cols):
-            vals[c] = (target - adc[c]) * strength
-    else:
-        gather = work.gather
-        for c in range(n_cols):
-            a = nbr.ptr[c]
-            cnt = nbr.ptr[c + 1] - a
-            for j in range(cnt):
-                gather[j] = adc[nbr.idx[a + j]]
-            mean = pairwise_sum_f32(gather, cnt) / np.float32(cnt)
-            vals[c] = (mean - adc[c]) * strength
+    nd = params.col_dims.shape[0]
+    density = inhibition_density(
+        params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+    )
+    target = np.float32(density)
+    for c in range(n_cols):
+        vals[c] = (target - adc[c]) * strength
+
+
+@nb.njit(**_NJIT_GIL)
+def update_boost_factors(state, work):
+    """NuPIC's ``_updateBoostFactors``: b = exp(the exponents in ``work.vals``), see
+    :func:`boost_exponents_global` and :func:`boost_exponents_local`."""
+    vals = work.vals
     boost = state.boost
     # numpy's own float32 exp: libm's expf differs from it in the last bit for ~40% of
     # inputs, enough to flip boosted-overlap ties against NuPIC's runs.
@@ -630,91 +472,150 @@ def update_inhibition_radius(state, params):
 
 
 @nb.njit(**_NJIT)
-def update_min_duty_cycles(radius, n_inputs, state, params, nbr, work):
-    """NuPIC's ``_updateMinDutyCycles``: min_pct x the largest overlap duty cycle over the
-    region (global, or a radius beyond the input count) or over each neighbourhood."""
+def min_duty_cycles_global(state, params):
+    """NuPIC's ``_updateMinDutyCycles`` over the whole region (global inhibition, or a
+    radius beyond the input count): min_pct x the largest overlap duty cycle."""
     odc = state.overlap_duty
     min_odc = state.min_overlap_duty
-    n_cols = odc.shape[0]
-    if params.global_inhibition or radius > n_inputs:
-        top = odc[0]
-        for c in range(1, n_cols):
-            if odc[c] > top:
-                top = odc[c]
-        v = np.float32(params.min_pct) * top
-        for c in range(n_cols):
-            min_odc[c] = v
-    else:
-        vals = work.vals
-        for c in range(n_cols):
-            a = nbr.ptr[c]
-            top = odc[nbr.idx[a]]
-            for j in range(a + 1, nbr.ptr[c + 1]):
-                if odc[nbr.idx[j]] > top:
-                    top = odc[nbr.idx[j]]
-            vals[c] = top * np.float32(params.min_pct)
-        for c in range(n_cols):
-            min_odc[c] = vals[c]
+    top = odc[0]
+    for c in range(1, odc.shape[0]):
+        if odc[c] > top:
+            top = odc[c]
+    v = np.float32(params.min_pct) * top
+    for c in range(odc.shape[0]):
+        min_odc[c] = v
+
+
+# ------------------------------------------------------------------ the learning loop
+
+
+def local_arg(params: Params) -> bool | None:
+    """The ``local`` argument of the kernels here: None under global inhibition, else True."""
+    return None if params.global_inhibition else True
+
+
+def mode_args(params: Params) -> tuple[bool | None, bool | None]:
+    """The ``local`` and ``stim_free`` arguments of :func:`learn_steps` and :func:`learn_one`
+    (None for the branches a configuration never takes, pruned by numba before typing)."""
+    return local_arg(params), (True if params.stim <= 0 else None)
+
+
+@nb.njit(**_NJIT)
+def update_columns(state, params, raise_perm, local):
+    """NuPIC's ``_updatePermanencesForColumn`` on every column in order (a freshly set
+    state): optionally clip and raise to the stimulus threshold, then trim, clip and
+    refresh the connected bits. Returns the inhibition radius of the result (NuPIC's
+    ``_updateInhibitionRadius``), so a new state costs one compiled kernel, not two.
+    ``local`` is None under global inhibition (see :func:`learn_steps`).
+    """
+    perm = state.perm
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for c in range(state.pot_ptr.shape[0] - 1):
+        if raise_perm:
+            connected = np.int64(0)  # not a literal 0: one compiled raise_to_threshold
+            for k in range(state.pot_ptr[c], state.pot_ptr[c + 1]):
+                p = min(max(perm[k], zero), one)
+                perm[k] = p
+                connected += p > params.conn_thr
+            raise_to_threshold(c, state, params, connected)
+        finish_column(c, state, params)
+    if local is None:  # update_inhibition_radius without its local branch
+        state.counters[2] = params.max_col_dim
+        return state.counters[2]
+    return update_inhibition_radius(state, params)
 
 
 @nb.njit(**_NJIT_GIL)
-def learn_step(x, state, params, nbr, work):
-    """NuPIC's ``compute(x, learn=True)`` on one 0/1 row ``x`` (I,).
+def learn_steps(X, state, params, nbr, work, out_packed, out_overlaps, local, stim_free):
+    """NuPIC's ``compute(x, learn=True)`` on every 0/1 row of ``X`` (n, I) in order.
 
-    Returns the number of winners (ascending in ``work.winners[:m]``, raw overlaps in
-    ``work.ov``) and the neighbour table for the radius the step ended with.
+    Each step runs the phases in NuPIC's order; its winners are ascending in
+    ``work.winners[:m]`` and its raw overlaps in ``work.ov``. Writes each step's active
+    columns as packed bits into ``out_packed`` (n, ceil(C/8)) and, when ``out_overlaps``
+    has n rows, the raw overlaps (n, C) int32. Returns the last step's number of winners
+    and the neighbour table for the final radius.
+
+    ``local`` is None under global inhibition (``params.global_inhibition``), anything
+    else (True) under local inhibition. numba prunes the ``local is None`` branches by the
+    argument's type before typing, so a global SP compiles none of the local-inhibition
+    kernels (neighbourhood tables, local inhibition, neighbourhood sums): about 4 s of a
+    cold cache the default configuration never runs. A local SP keeps NuPIC's run-time
+    choices (a radius wider than the grid inhibits globally). ``stim_free`` is None when
+    stimulus_threshold > 0, else True (see :func:`~._kernels.adapt_synapses`); both come
+    from :func:`mode_args`.
+
+    The steps are written out here rather than in a per-step kernel: numba re-optimises
+    every callee's code at each level of kernels calling kernels, so one level less is
+    3 s less compile on a cold cache.
     """
     counters = state.counters
-    counters[0] += 1
-    counters[1] += 1
-    it = counters[0]
-    radius = counters[2]
-    nbr = neighbours_for(nbr, radius, params)
-    calculate_overlap(x, state.conn_bits, work)
     vals = work.vals
-    for c in range(vals.shape[0]):
-        vals[c] = state.boost[c] * np.float32(work.ov[c])
-    nd = params.col_dims.shape[0]
     n_cols = vals.shape[0]
-    density = inhibition_density(
-        params.local_area_density, params.num_active_per_area, radius, nd, n_cols
-    )
-    m = inhibit_columns(vals, density, radius, params, nbr, work)
-    adapt_synapses(x, m, state, params, work)
-    update_duty_cycles(it, state, params, work)
-    bump_up_weak_columns(state, params)
-    update_boost_factors(radius, state, params, nbr, work)
-    if it % params.update_period == 0:
-        radius = update_inhibition_radius(state, params)
-        nbr = neighbours_for(nbr, radius, params)
-        update_min_duty_cycles(radius, x.shape[0], state, params, nbr, work)
+    nd = params.col_dims.shape[0]
+    record_ov = out_overlaps.shape[0] == X.shape[0]
+    m = 0
+    for t in range(X.shape[0]):
+        x = X[t]
+        counters[0] += 1
+        counters[1] += 1
+        it = counters[0]
+        radius = counters[2]
+        if local is not None:
+            nbr = neighbours_for(nbr, radius, params)
+        calculate_overlap(x, state.conn_bits, work)
+        for c in range(n_cols):
+            vals[c] = state.boost[c] * np.float32(work.ov[c])
+        density = inhibition_density(
+            params.local_area_density, params.num_active_per_area, radius, nd, n_cols
+        )
+        # NuPIC's _inhibitColumns on the boosted overlaps
+        if local is None or params.global_inhibition or radius > params.max_col_dim:
+            k = num_active_global(density, n_cols)
+            m = inhibit_global(vals, k, params.stim, work.winners)
+        else:
+            m = inhibit_local(vals, density, params.stim, nbr.ptr, nbr.idx, work.winners, work.flag)
+        adapt_synapses(x, m, state, params, work, stim_free)
+        update_duty_cycles(it, state, params, work)
+        bump_up_weak_columns(state, params)
+        if local is None or params.global_inhibition:
+            boost_exponents_global(radius, state, params, work)
+        else:
+            boost_exponents_local(state, params, nbr, work)
+        update_boost_factors(state, work)
+        if it % params.update_period == 0:
+            if local is None:  # update_inhibition_radius without its local branch
+                counters[2] = params.max_col_dim
+                radius = counters[2]
+                min_duty_cycles_global(state, params)
+            else:
+                radius = update_inhibition_radius(state, params)
+                nbr = neighbours_for(nbr, radius, params)
+                if params.global_inhibition or radius > x.shape[0]:
+                    min_duty_cycles_global(state, params)
+                else:
+                    min_duty_cycles_local(state, params, nbr, work)
+        if record_ov:
+            for c in range(n_cols):
+                out_overlaps[t, c] = work.ov[c]
+        for w in range(m):
+            c = work.winners[w]
+            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
     return m, nbr
 
 
 @nb.njit(**_NJIT_GIL)
-def learn_one(x, learner):
-    """:func:`learn_step` through a :class:`~._structs.Learner` handle (cheap to call from
-    Python); the handle keeps the neighbour table. Returns the number of winners."""
-    m, nbr = learn_step(x, learner.state, learner.params, learner.nbr, learner.work)
+def learn_one(x, learner, local, stim_free):
+    """One learning step on the 0/1 row ``x`` through a :class:`~._structs.Learner` handle
+    (cheap to call from Python); the handle keeps the neighbour table. Returns the number
+    of winners (ascending in ``learner.work.winners``); ``local`` and
+    ``stim_free`` as for :func:`learn_steps`."""
+    work = learner.work
+    n_cols = work.vals.shape[0]
+    X = x.reshape((1, x.shape[0]))  # the type fit's kernel has: one compiled learn_steps
+    packed = np.zeros((1, (n_cols + 7) >> 3), np.uint8)
+    overlaps = np.zeros((0, n_cols), np.int32)
+    state, params = learner.state, learner.params
+    m, nbr = learn_steps(X, state, params, learner.nbr, work, packed, overlaps, local, stim_free)
     learner.nbr = nbr
     return m
-
-
-@nb.njit(**_NJIT_GIL)
-def learn_steps(X, state, params, nbr, out_packed, out_overlaps):
-    """:func:`learn_step` on every row of ``X`` (n, I) in order.
-
-    Writes each step's active columns as packed bits into ``out_packed`` (n, ceil(C/8))
-    and, when ``out_overlaps`` has n rows, the raw overlaps (n, C) int32. Returns the
-    neighbour table for the final radius.
-    """
-    work = new_work(state.conn_bits.shape[0], state.boost.shape[0])
-    record_ov = out_overlaps.shape[0] == X.shape[0]
-    for t in range(X.shape[0]):
-        m, nbr = learn_step(X[t], state, params, nbr, work)
-        if record_ov:
-            out_overlaps[t, :] = work.ov
-        for w in range(m):
-            c = work.winners[w]
-            out_packed[t, c >> 3] |= np.uint8(0x80 >> (c & 7))
-    return nbr

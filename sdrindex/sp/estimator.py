@@ -4,8 +4,9 @@
 camelCase dictionary as users have it), learns online one input at a time in NuPIC's
 order, and reproduces NuPIC's Python ``SpatialPooler`` (algorithm version 3) step for
 step when started from the same state: the conformance vectors in ``tests/data`` replay
-exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase)
-and :mod:`._infer` (inference, back-projection).
+exactly. The hot loops live in :mod:`._kernels` (learning, one kernel per NuPIC phase),
+:mod:`._local` (those only local inhibition needs) and :mod:`._infer` (inference,
+back-projection).
 
 What the kernels need besides the learned state is derived once and kept in a private
 cache: the typed parameters (rebuilt when a parameter changes) and the inference plan
@@ -279,11 +280,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         self.iteration_num_ = 0
         self.iteration_learn_num_ = 0
         kstate = self._kernel_state(np.zeros(3, np.int64))
-        K.update_columns(kstate, params, raise_perm)
+        computed = K.update_columns(kstate, params, raise_perm, K.local_arg(params))
         radius = state.get("inhibition_radius")
-        if radius is None:
-            radius = K.update_inhibition_radius(kstate, params)
-        self.inhibition_radius_ = int(radius)
+        self.inhibition_radius_ = int(computed if radius is None else radius)
 
     def _build_pools(self) -> None:
         rows, cols = np.nonzero(self.potential_)
@@ -479,6 +478,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters = self._counters()
         self._state_changed()
         state = self._kernel_state(counters)
+        if cache.work is None:
+            cache.work = K.new_work(self._conn_bits.shape[0], cache.n_columns)
+        work = cache.work
         bar = None
         if progress and n >= 2000 and sys.stderr.isatty():
             from tqdm import tqdm
@@ -488,13 +490,15 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         try:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                cache.neighbours = K.learn_steps(
+                _, cache.neighbours = K.learn_steps(
                     X[start:stop],
                     state,
                     params,
                     cache.neighbours,
+                    work,
                     packed[start:stop],
                     overlaps[start:stop] if record_overlaps else overlaps,
+                    *K.mode_args(params),
                 )
                 self._set_counters(counters)
                 if bar is not None:
@@ -539,7 +543,7 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
         counters[1] = self.iteration_learn_num_
         counters[2] = self.inhibition_radius_
         self._state_changed()
-        m = K.learn_one(x, learner)
+        m = K.learn_one(x, learner, *K.mode_args(params))
         self._set_counters(counters)
         return cache.work.winners[:m].copy()
 
@@ -633,8 +637,9 @@ class SpatialPooler(TransformerMixin, BaseEstimator):
             cache.infer_boost = self.boost_factors_
         out = np.zeros((X.shape[0], (cache.n_columns + 7) // 8), np.uint8)
         boosted = bool(boosted)
+        local = K.local_arg(cache.params)  # set by _plan
         run_ranges(
-            lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi]),
+            lambda lo, hi: I.infer_small(X[lo:hi], handle, boosted, path, out[lo:hi], local),
             X.shape[0],
             min(-(-X.shape[0] // I.CHUNK), 4 * n_threads()),
         )
