@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from .._threads import n_threads, run_ranges
 from ..sdr import popcount64, row_popcount
+from ._prefetch import prefetch_row
 
 __all__ = ["nn_descent"]
 
@@ -105,6 +106,10 @@ def _start_rows(lo, hi, words, counts, hamming, seed, orders, window, n_random, 
     n_orders = orders.shape[0] // 2
     for i in range(lo, hi):
         for h in range(n_orders):
+            if i + 1 < hi:  # the next row's followers in this order, while i's are scored
+                nxt = orders[h + n_orders, i + 1]
+                for s in range(max(0, nxt - window), min(n, nxt + window + 1)):
+                    prefetch_row(words, orders[h, s])
             at = orders[h + n_orders, i]
             for s in range(max(0, at - window), min(n, at + window + 1)):
                 j = orders[h, s]
@@ -187,6 +192,11 @@ def _join_rows(lo, hi, words, counts, hamming, key, new_c, old_c, up_p, up_q, up
     m = new_c.shape[1]
     for i in range(lo, hi):
         for a in range(m):
+            if i + 1 < hi:  # the next row's candidates, while i's pairs are scored
+                if new_c[i + 1, a] >= 0:
+                    prefetch_row(words, new_c[i + 1, a])
+                if old_c[i + 1, a] >= 0:
+                    prefetch_row(words, old_c[i + 1, a])
             p = new_c[i, a]
             if p < 0:
                 continue
@@ -245,11 +255,30 @@ def _sorted_rows(idx, key):
 
 
 @numba.njit(cache=True, nogil=True)
-def _minhash_keys(words, perms, out):
-    """out[h, i] = min over the active bits b of row i of perms[h, b] (n_bits when empty)."""
+def _minhash_rows(words, perms, by_rank, lo, hi, out):
+    """out[h, i] = min over the active bits b < n_bits of row i of perms[h, b] (n_bits when
+    none), for rows lo..hi-1; by_rank[h, t] is the bit b with perms[h, b] = t.
+
+    A dense row probes its bits in by_rank order and stops at the first active one
+    (~n_bits / active probes per key: ~10 for 624 of 6,241 bits, against 624 for the scan);
+    a sparse row scans its active bits. Both give the same minimum.
+    """
     n_bits = perms.shape[1]
-    for i in range(words.shape[0]):
-        for h in range(perms.shape[0]):
+    n_keys = perms.shape[0]
+    for i in range(lo, hi):
+        active = 0
+        for w in range(words.shape[1]):
+            active += popcount64(words[i, w])
+        if active * active > n_bits:
+            for h in range(n_keys):
+                out[h, i] = n_bits
+                for t in range(n_bits):
+                    b = by_rank[h, t]
+                    if (words[i, b >> 6] >> np.uint64(b & 63)) & np.uint64(1):
+                        out[h, i] = t
+                        break
+            continue
+        for h in range(n_keys):
             out[h, i] = n_bits
         for w in range(words.shape[1]):
             x = words[i, w]
@@ -257,7 +286,7 @@ def _minhash_keys(words, perms, out):
                 b = w * 64 + popcount64((x & (~x + np.uint64(1))) - np.uint64(1))
                 x &= x - np.uint64(1)
                 if b < n_bits:
-                    for h in range(perms.shape[0]):
+                    for h in range(n_keys):
                         if perms[h, b] < out[h, i]:
                             out[h, i] = perms[h, b]
 
@@ -266,7 +295,7 @@ def _minhash_keys(words, perms, out):
 
 
 def _start_orders(
-    words: NDArray[np.uint64], n_bits: int, n_orders: int, seed: int
+    words: NDArray[np.uint64], n_bits: int, n_orders: int, seed: int, threads: int
 ) -> NDArray[np.int64]:
     """``n_orders`` min-hash sorted orders and each vertex's position in them, (2 H, n)."""
     n = words.shape[0]
@@ -275,8 +304,13 @@ def _start_orders(
     perms = np.empty((n_orders * per_key, n_bits), dtype=np.int64)
     for h in range(perms.shape[0]):
         perms[h] = rng.permutation(n_bits)
+    by_rank = np.argsort(perms, axis=1)
     mh = np.empty((perms.shape[0], n), dtype=np.int64)
-    _minhash_keys(words, perms, mh)
+    run_ranges(
+        lambda lo, hi: _minhash_rows(words, perms, by_rank, np.int64(lo), np.int64(hi), mh),
+        n,
+        threads,
+    )
     orders = np.empty((2 * n_orders, n), dtype=np.int64)
     for h in range(n_orders):
         a, b, c = mh[per_key * h : per_key * h + per_key]
@@ -341,9 +375,8 @@ def nn_descent(
     idx = np.full((n, k), -1, dtype=np.int32)
     key = np.full((n, k), np.inf, dtype=np.float32)
     flag = np.zeros((n, k), dtype=np.uint8)
-    orders = _start_orders(
-        words, n_bits, _N_MINHASH_SORTS if n_starts is None else int(n_starts), seed
-    )
+    n_orders = _N_MINHASH_SORTS if n_starts is None else int(n_starts)
+    orders = _start_orders(words, n_bits, n_orders, seed, n_thr)
     run_ranges(
         lambda lo, hi: _start_rows(
             np.int64(lo), np.int64(hi), words, counts, hamming, np.int64(seed), orders,
