@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench_search.py [--config sdrindex-mnist[,forum-global,...]]
         [--million] [--cache DIR] [--frontier-queries 1000] [--peers KIND,...|none]
-        [--frontier-only] [--peers-only] [--skip-60k] [--plot docs/frontier.png]
+        [--frontier-only] [--peers-only] [--skip-60k] [--ours-index DIR]
+        [--plot docs/frontier.png]
         [--queries 10000] [--faiss] [--bundle]
 
 For each SP config (default: the default preset): learns the SP (one epoch on the 60,000
@@ -220,7 +221,10 @@ def run_frontier(data, db, n_bits, queries, truth_ov, args, cache_dir, builds, p
     print(f"frontier on {data}: {len(db):,} stored, {len(queries):,} queries", flush=True)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-    backends = [] if args.peers_only else [frontier.Ours()]
+    prebuilt = None
+    if args.ours_index and "1M" in data:
+        prebuilt = Path(args.ours_index)
+    backends = [] if args.peers_only else [frontier.Ours(prebuilt=prebuilt)]
     if args.peers != "none":
         backends += frontier.available_peers(args.peers.split(","))
     for backend in backends:
@@ -289,6 +293,12 @@ def main() -> None:
     ap.add_argument("--peers", default=PEERS, help="comma-separated, or 'none'")
     ap.add_argument("--frontier-only", action="store_true", help="skip the backend table")
     ap.add_argument("--peers-only", action="store_true", help="frontier without ours")
+    ap.add_argument(
+        "--ours-index",
+        default=None,
+        help="at 1M, load this saved index (SDRIndex.save; its build.json holds the build's "
+        "seconds) instead of building one",
+    )
     ap.add_argument("--skip-60k", action="store_true", help="no frontier at 60k")
     ap.add_argument("--plot", default="docs/frontier.png")
     args = ap.parse_args()

@@ -44,6 +44,7 @@ OURS_SETTINGS: tuple[tuple[int | None, float | None, int | None], ...] = (
     (48, 0.0, None),
     (64, 0.0, None),
     (96, 0.0, None),
+    (128, 0.0, None),
     (16, 0.1, None),
     (32, 0.1, None),
 )
@@ -140,10 +141,16 @@ class Ours:
 
     name = "sdrindex nndescent"
 
-    def __init__(self, params: dict | None = None) -> None:
+    def __init__(self, params: dict | None = None, prebuilt: Path | None = None) -> None:
         self.params = params or {}
+        self.prebuilt = prebuilt
 
     def build(self, db: np.ndarray, n_bits: int, cache_dir: Path | None) -> None:
+        if self.prebuilt is not None:
+            self.index = SDRIndex.load(self.prebuilt, mmap=False)
+            if len(self.index) != len(db):
+                raise SystemExit(f"{self.prebuilt} holds {len(self.index)} items, not {len(db)}")
+            return
         self.index = SDRIndex("nndescent", **self.params).fit(db, n_bits)
 
     def settings(self) -> Sequence[tuple]:
@@ -315,7 +322,11 @@ def measure(
 ) -> None:
     """Build one backend (or load its cached build), then time each search setting."""
     record = _build_record(cache_dir, backend.name)
-    cached = record is not None and record.exists() and not isinstance(backend, Ours)
+    ours = isinstance(backend, Ours)
+    cached = record is not None and record.exists() and not ours
+    if ours and backend.prebuilt is not None:
+        # an index saved by an earlier build: its build.json holds that build's seconds
+        record, cached = backend.prebuilt / "build.json", True
     m0 = rss_mb()
     t = time.perf_counter()
     backend.build(db, n_bits, cache_dir)
@@ -323,7 +334,7 @@ def measure(
     mem = rss_mb() - m0
     if cached:
         seconds = json.loads(record.read_text())["seconds"]
-    elif record is not None and not isinstance(backend, Ours):
+    elif record is not None and not ours:
         record.write_text(json.dumps({"seconds": seconds}))
     builds.append(Build(data, backend.name, seconds, mem, cached))
     print(f"  {backend.name}: built in {seconds:.1f} s{' (cached)' if cached else ''}", flush=True)
