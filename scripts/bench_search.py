@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_search.py [--config sdrindex-mnist[,forum-global,...]]
         [--million] [--cache DIR] [--frontier-queries 1000] [--peers KIND,...|none]
+        [--million-peers KIND,...|none]
         [--frontier-only] [--peers-only] [--skip-60k] [--ours-index DIR]
         [--plot docs/frontier.png]
         [--queries 10000] [--faiss] [--bundle]
@@ -225,8 +226,9 @@ def run_frontier(data, db, n_bits, queries, truth_ov, args, cache_dir, builds, p
     if args.ours_index and "1M" in data:
         prebuilt = Path(args.ours_index)
     backends = [] if args.peers_only else [frontier.Ours(prebuilt=prebuilt)]
-    if args.peers != "none":
-        backends += frontier.available_peers(args.peers.split(","))
+    peers = args.million_peers if "1M" in data and args.million_peers else args.peers
+    if peers != "none":
+        backends += frontier.available_peers(peers.split(","))
     for backend in backends:
         frontier.measure(data, backend, db, n_bits, queries, truth_ov, cache_dir, builds, points)
         del backend
@@ -293,6 +295,7 @@ def main() -> None:
     ap.add_argument("--peers", default=PEERS, help="comma-separated, or 'none'")
     ap.add_argument("--frontier-only", action="store_true", help="skip the backend table")
     ap.add_argument("--peers-only", action="store_true", help="frontier without ours")
+    ap.add_argument("--million-peers", default=None, help="peers at 1M (default: --peers)")
     ap.add_argument(
         "--ours-index",
         default=None,
