@@ -1,22 +1,33 @@
-"""SDR search on real MNIST SDRs: build, restore, memory, QPS and recall@10 per backend.
+"""SDR search on real MNIST SDRs: the recall/QPS frontier of ours and the peers; the backend table.
 
     .venv/bin/python scripts/bench_search.py [--config sdrindex-mnist[,forum-global,...]]
-                                             [--queries 10000] [--million] [--peers]
-                                             [--bundle]
+        [--million] [--cache DIR] [--frontier-queries 1000] [--peers KIND,...|none]
+        [--million-peers KIND,...|none]
+        [--frontier-only] [--peers-only] [--skip-60k] [--ours-index DIR]
+        [--plot docs/frontier.png]
+        [--queries 10000] [--faiss] [--bundle]
 
 For each SP config (default: the default preset): learns the SP (one epoch on the 60,000
-training images), encodes the 10,000 test images as queries, and measures each backend side
-by side in one run. The graph backend's kernels are compiled (or loaded from numba's cache)
-first, on 3,000 random SDRs of the same width, and timed apart: "build s" is the build alone.
+training images) and encodes the 10,000 test images as queries (with ``--cache DIR`` the
+SDRs, the 1M set, the exact truth and the peers' indexes are kept in DIR and reused; never
+commit them). The graph backend's kernels are compiled (or loaded from numba's cache) first,
+on 3,000 random SDRs of the same width, and timed apart.
+
+**The frontier** (``scripts/frontier.py``): at 60k (and at 1,000,000 items with
+``--million``: the 60k SDRs plus noisy copies, 5 % of active bits swapped), recall@10
+against single-query QPS (one query per call, one thread) for several search settings of
+each backend: ours (ef / epsilon sweep), usearch HNSW (binary Tanimoto, M 16 and 32; our
+overlap as a numba-compiled metric, M 16), faiss-cpu IndexBinaryHNSW (M 32), each built once
+(build time and memory printed apart), on the first ``--frontier-queries`` test queries.
+The curve goes to ``--plot``. Peers need ``pip install '.[bench]'``.
+
+**The backend table** (60k; skipped with ``--frontier-only``): exact and nndescent, build,
+restore, memory, disk, QPS single and batch, recall@10 on ``--queries`` queries; ``--faiss``
+adds faiss-cpu's IndexBinaryFlat and IndexBinaryHNSW (M 32, ef 128) rows.
 Recall@10 counts ties: a returned item is right when its overlap is >= the exact 10th-best
-overlap. QPS "single" is one query per call on one thread; "batch" is one call for all
-queries. ``--million`` adds the same at 1,000,000 items (the 60k SDRs plus noisy copies, 5%
-of active bits swapped). ``--bundle`` times, for the first config, the whole ``sdrindex
-build`` of a full-MNIST bundle (a subprocess, wall clock) and ``Bundle.load`` + one query
-in fresh processes (median of 3; numba's cache is warm by then). ``--peers`` adds
-faiss-cpu's IndexBinaryFlat and IndexBinaryHNSW when installed (with a fixed number of
-active bits, Hamming order equals overlap order; with a varying number it does not, and
-their recall shows that).
+overlap. ``--bundle`` times, for the first config, the whole ``sdrindex build`` of a
+full-MNIST bundle (a subprocess, wall clock) and ``Bundle.load`` + one query in fresh
+processes (median of 3; numba's cache is warm by then).
 """
 
 from __future__ import annotations
@@ -28,34 +39,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import frontier
 import numpy as np
 
 from sdrindex.datasets import binarize, load_mnist
 from sdrindex.index import SDRIndex
-from sdrindex.sdr import add_noise, random_sdrs
+from sdrindex.sdr import random_sdrs
 from sdrindex.sp import DEFAULT_PRESET, sp_from_config, threshold_for
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+PEERS = "usearch-tanimoto-M16,usearch-tanimoto-M32,usearch-overlap-M16,faiss-hnsw-M32"
 
 
-def recall_at_10(ids_true_ov: np.ndarray, got_ov: np.ndarray) -> float:
-    """Mean fraction of the 10 returned whose overlap >= the exact 10th-best overlap."""
-    kth = ids_true_ov[:, 9][:, None]
-    return float((got_ov >= kth).mean())
-
-
-def overlaps_of(sdrs_db: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Exact overlaps of each query with the returned ids (-1 where id is -1)."""
-    from sdrindex.sdr import overlap
-
-    out = np.full(ids.shape, -1, np.int64)
-    for q in range(len(queries)):
-        ok = ids[q] >= 0
-        out[q, ok] = overlap(queries[q : q + 1], sdrs_db[ids[q, ok]])[0]
-    return out
+rss_mb = frontier.rss_mb
+recall_at_10 = frontier.recall_at_10
+overlaps_of = frontier.overlaps_of
 
 
 def time_queries(index, queries: np.ndarray, k: int = 10, single: int = 2000):
@@ -192,18 +189,58 @@ def bench_bundle(config: str) -> None:
         )
 
 
-def bench_config(config: str, args, results: list) -> None:
-    train, _ = load_mnist("train")
-    test, _ = load_mnist("test")
-    threshold = threshold_for(config)
-    sp = sp_from_config(config)
-    X = binarize(train, threshold).reshape(len(train), -1)
-    t = time.perf_counter()
-    sp.fit(X)
-    print(f"SP {config}: {sp.n_columns} columns, learned in {time.perf_counter() - t:.1f} s")
-    db = sp.transform(X, packed=True)
-    queries = sp.transform(binarize(test[: args.queries], threshold).reshape(-1, 784), packed=True)
-    n_bits = sp.n_columns
+def sp_sdrs(config: str, cache: Path | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The SP's SDRs of the 60,000 training images and of the 10,000 test images (cached)."""
+    made: dict = {}
+
+    def learn() -> None:
+        if made:
+            return
+        train, _ = load_mnist("train")
+        test, _ = load_mnist("test")
+        threshold = threshold_for(config)
+        sp = sp_from_config(config)
+        X = binarize(train, threshold).reshape(len(train), -1)
+        t = time.perf_counter()
+        sp.fit(X)
+        print(f"SP {config}: {sp.n_columns} columns, learned in {time.perf_counter() - t:.1f} s")
+        made["db"] = sp.transform(X, packed=True)
+        made["q"] = sp.transform(binarize(test, threshold).reshape(-1, 784), packed=True)
+        made["n_bits"] = np.array([sp.n_columns])
+
+    def get(key: str):
+        return lambda: (learn(), made[key])[1]
+
+    db = frontier.cached_array(cache, f"{config}-db", get("db"))
+    queries = frontier.cached_array(cache, f"{config}-queries", get("q"))
+    n_bits = int(frontier.cached_array(cache, f"{config}-n_bits", get("n_bits"))[0])
+    return db, queries, n_bits
+
+
+def run_frontier(data, db, n_bits, queries, truth_ov, args, cache_dir, builds, points) -> None:
+    """Ours and the peers over their search settings on one data set."""
+    print(f"frontier on {data}: {len(db):,} stored, {len(queries):,} queries", flush=True)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    prebuilt = None
+    if args.ours_index and "1M" in data:
+        prebuilt = Path(args.ours_index)
+    backends = [] if args.peers_only else [frontier.Ours(prebuilt=prebuilt)]
+    peers = args.million_peers if "1M" in data and args.million_peers else args.peers
+    if peers != "none":
+        backends += frontier.available_peers(peers.split(","))
+    for backend in backends:
+        frontier.measure(data, backend, db, n_bits, queries, truth_ov, cache_dir, builds, points)
+        del backend
+        gc.collect()
+
+
+def bench_config(config: str, args, results: list, builds: list, points: list) -> None:
+    cache = None if args.cache is None else Path(args.cache)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    db, queries, n_bits = sp_sdrs(config, cache)
+    queries = queries[: args.queries]
     active = np.unpackbits(db, axis=1, count=n_bits).sum(axis=1)
     print(
         f"SDRs: {len(db)} stored, {len(queries)} queries, active bits mean {active.mean():.1f} "
@@ -215,30 +252,33 @@ def bench_config(config: str, args, results: list) -> None:
     print(f"graph kernels compiled or loaded from the cache: {time.perf_counter() - t:.1f} s")
 
     name = f"{config} 60k"
-    exact = SDRIndex("exact").fit(db, n_bits)
-    _, truth_ov = exact.query(queries, 10)
-    bench_ours(name, "exact", db, n_bits, queries, truth_ov, results)
-    bench_ours(name, "nndescent", db, n_bits, queries, truth_ov, results)
-    if args.peers:
-        bench_faiss(name, db, n_bits, queries, db, truth_ov, results)
+    if not args.frontier_only:
+        exact = SDRIndex("exact").fit(db, n_bits)
+        _, truth_ov = exact.query(queries, 10)
+        bench_ours(name, "exact", db, n_bits, queries, truth_ov, results)
+        bench_ours(name, "nndescent", db, n_bits, queries, truth_ov, results)
+        if args.faiss:
+            bench_faiss(name, db, n_bits, queries, db, truth_ov, results)
+    fq = queries[: args.frontier_queries]
+
+    def sub(tag: str) -> Path | None:
+        return None if cache is None else cache / f"{config}-{tag}"
+
+    if not args.skip_60k:
+        truth = frontier.cached_array(
+            cache, f"{config}-60k-truth-{len(fq)}", lambda: frontier.exact_overlaps(db, n_bits, fq)
+        )
+        run_frontier(name, db, n_bits, fq, truth, args, sub("60k"), builds, points)
 
     if args.million:
-        reps = []
-        rng_seed = 0
-        while sum(len(r) for r in reps) + len(db) < 1_000_000:
-            rng_seed += 1
-            reps.append(add_noise(db, n_bits, 0.05, mode="swap", seed=rng_seed))
-        big = np.concatenate([db, *reps])[:1_000_000]
-        del reps
-        q_small = queries[:2000]
-        exact_big = SDRIndex("exact").fit(big, n_bits)
-        _, truth_big = exact_big.query(q_small, 10)
-        del exact_big
+        big = frontier.cached_array(cache, f"{config}-1M", lambda: frontier.million(db, n_bits))
+        t = time.perf_counter()
+        truth = frontier.cached_array(
+            cache, f"{config}-1M-truth-{len(fq)}", lambda: frontier.exact_overlaps(big, n_bits, fq)
+        )
+        print(f"1M set and exact truth ready in {time.perf_counter() - t:.1f} s")
         name = f"{config} 1M (MNIST + noisy copies)"
-        bench_ours(name, "exact", big, n_bits, q_small, truth_big, results)
-        bench_ours(name, "nndescent", big, n_bits, q_small, truth_big, results)
-        if args.peers:
-            bench_faiss(name, big, n_bits, q_small, big, truth_big, results)
+        run_frontier(name, big, n_bits, fq, truth, args, sub("1M"), builds, points)
 
 
 def main() -> None:
@@ -248,15 +288,32 @@ def main() -> None:
     ap.add_argument("--config", default=DEFAULT_PRESET, help="preset(s), comma-separated")
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--million", action="store_true")
-    ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--faiss", action="store_true", help="faiss rows in the backend table")
     ap.add_argument("--bundle", action="store_true")
+    ap.add_argument("--cache", default=None, help="directory for the SDRs, 1M set, truth, peers")
+    ap.add_argument("--frontier-queries", type=int, default=1000)
+    ap.add_argument("--peers", default=PEERS, help="comma-separated, or 'none'")
+    ap.add_argument("--frontier-only", action="store_true", help="skip the backend table")
+    ap.add_argument("--peers-only", action="store_true", help="frontier without ours")
+    ap.add_argument("--million-peers", default=None, help="peers at 1M (default: --peers)")
+    ap.add_argument(
+        "--ours-index",
+        default=None,
+        help="at 1M, load this saved index (SDRIndex.save; its build.json holds the build's "
+        "seconds) instead of building one",
+    )
+    ap.add_argument("--skip-60k", action="store_true", help="no frontier at 60k")
+    ap.add_argument("--plot", default="docs/frontier.png")
     args = ap.parse_args()
     configs = [c.strip() for c in args.config.split(",") if c.strip()]
 
     results: list = []
+    builds: list = []
+    points: list = []
     for config in configs:
-        bench_config(config, args, results)
-    print_table(results)
+        bench_config(config, args, results, builds, points)
+    if results:
+        print_table(results)
     by = {(r[0], r[1]): r for r in results}
     for name in dict.fromkeys(r[0] for r in results):
         e, nn = by.get((name, "exact")), by.get((name, "nndescent"))
@@ -265,6 +322,10 @@ def main() -> None:
                 f"{name}: nndescent / exact QPS single {nn[6] / e[6]:.2f}x, batch "
                 f"{nn[7] / e[7]:.2f}x"
             )
+    if points:
+        frontier.print_frontier(builds, points)
+        if args.plot:
+            frontier.plot_frontier(points, Path(args.plot))
     if args.bundle:
         bench_bundle(configs[0])
 

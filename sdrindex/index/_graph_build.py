@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from .._threads import n_threads, run_ranges
 from ..sdr import popcount64, row_popcount, to_words
 from ._nndescent import edge_hash, nn_descent
+from ._prefetch import prefetch_row
 
 # nndescent: searches read each vertex's active bits (a uint16 row) instead of its packed
 # words when the longest row is shorter than this many entries per word (16 bytes instead of
@@ -92,6 +93,10 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
 def _diversify_rows(knn, words, prob, seed, hamming, lo, hi, kept, kept_d):
     """Rows lo..hi-1 of _diversify (kept, kept_d filled with -1, inf)."""
     for i in range(lo, hi):
+        if i + 1 < hi:  # the next row's neighbours: rows scattered over words (_prefetch)
+            for s in range(knn.shape[1]):
+                if knn[i + 1, s] >= 0:
+                    prefetch_row(words, knn[i + 1, s])
         _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d)
 
 

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from ..sdr import overlap_words, popcount64
 from ._postings import _scatter, _top_k_counts
+from ._prefetch import prefetch_row
 
 
 class GraphArrays(NamedTuple):
@@ -101,6 +102,15 @@ def _vertex_overlap(q_words, q_dense, words, vbits, v):
 
 
 @numba.njit(cache=True, nogil=True)
+def _prefetch_vertex(words, vbits, v):
+    """Prefetch the row a search reads for vertex v (its bit row, else its words)."""
+    if vbits.shape[0] > 0:
+        prefetch_row(vbits, v)
+    else:
+        prefetch_row(words, v)
+
+
+@numba.njit(cache=True, nogil=True)
 def _mark(visited, v):
     """Set v's bit in the visited bitset; return whether it was set before."""
     bit = np.uint8(1 << (v & 7))
@@ -131,7 +141,11 @@ def _graph_one(
     # candidates: a min-heap on -overlap, grown on demand (a search visits few vertices)
     cand_key = np.empty(max(64, 2 * n_entries), dtype=np.int64)
     cand_id = np.empty(max(64, 2 * n_entries), dtype=np.int64)
+    for j in range(min(n_entries, 2)):
+        _prefetch_vertex(words, vbits, starts[j])
     for j in range(n_entries):
+        if j + 2 < n_entries:
+            _prefetch_vertex(words, vbits, starts[j + 2])
         e = np.int64(starts[j])
         if _mark(visited, e):
             continue
@@ -156,7 +170,12 @@ def _graph_one(
             if not _mark(visited, v):
                 fresh[n_fresh] = v
                 n_fresh += 1
+        # the rows of random vertices: ask for row j + 2 while row j is scored (_prefetch)
+        for j in range(min(n_fresh, 2)):
+            _prefetch_vertex(words, vbits, fresh[j])
         for j in range(n_fresh):
+            if j + 2 < n_fresh:
+                _prefetch_vertex(words, vbits, fresh[j + 2])
             fresh_ov[j] = _vertex_overlap(q_words, q_dense, words, vbits, np.int64(fresh[j]))
         if n_cand + n_fresh > cand_key.shape[0]:
             cand_key = _grown(cand_key, n_cand, n_cand + n_fresh)

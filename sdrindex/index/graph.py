@@ -52,16 +52,19 @@ __all__ = ["GraphBackend"]
 def _auto_search(n_distinct: int, mean_active: float) -> tuple[int, float]:
     """(ef, epsilon) for a graph of n_distinct SDRs when the user sets neither.
 
-    (10, 0.1) up to 100,000 distinct SDRs, then ef = 10 * sqrt(n / 1e5) and epsilon =
-    0.1 * (n / 1e5) ** 0.3: (32, 0.2) at 1,000,000. Fitted to two measurements on MNIST SDRs
-    of the htmcore-mnist preset: 60k stored needs (10, 0.1) for recall@10 0.995; 1M (60k
-    plus noisy copies) needs about (30, 0.2) for 0.992, where (10, 0.1) gives 0.87.
+    (10, 0.1) up to 100,000 distinct SDRs. Beyond, with s = n / 1e5: ef = 10 * s ** 1.1 and
+    epsilon = 0.1 / s ** 0.3, (126, 0.05) at 1,000,000, a wide beam and a narrow band: on
+    sdrindex-mnist SDRs at 1M (60k plus noisy copies, 2026-11-30, scripts/bench_search.py
+    --million) (128, 0.05) gave recall@10 0.993 at ~1,070 QPS where the former (32, 0.2)
+    gave 0.997 at ~300 and (24, 0.15) 0.991 at ~680 (the band's slack grows with the
+    distance to a perfect match, so a wide band visits a large share of the noisy copies).
+    SDRs with few active bits (ties everywhere, the band barely acts) keep ef = 10 * sqrt(s),
+    at least 16.
     """
     scale = max(1.0, n_distinct / 100_000)
-    ef = round(10 * scale**0.5)
     if mean_active < _FEW_ACTIVE:
-        ef = max(ef, 16)
-    return ef, 0.1 * scale**0.3
+        return max(round(10 * scale**0.5), 16), 0.1 * scale**0.3
+    return round(10 * scale**1.1), 0.1 / scale**0.3
 
 
 @dataclass(frozen=True)

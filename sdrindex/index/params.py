@@ -25,7 +25,9 @@ __all__ = ["NNDESCENT_DEFAULTS", "check_params"]
 #: - ``forum-local`` (900 columns, ~37 active): recall 0.992, 1.8-3.3x (20 neighbours and
 #:   ef 10 gave 0.971: hence the few-active-bits rule, ``_FEW_ACTIVE``);
 #: - 1M = 60k + noisy copies: forum-global 0.997 and 28x; htmcore-mnist (1M distinct)
-#:   0.992 and ~20x with the automatic (ef, epsilon) = (32, 0.2) (0.87 with (10, 0.1)).
+#:   0.992 and ~20x with the then automatic (ef, epsilon) = (32, 0.2) (0.87 with (10, 0.1));
+#:   sdrindex-mnist (2026-11-30): 0.993 at ~1,070 QPS single with the automatic (126, 0.05),
+#:   0.997 at ~300 with (32, 0.2) (``_auto_search``; the frontier: scripts/bench_search.py).
 #:
 #: diversify_prob 0.5 keeps half the k-NN edges diversification would drop: 1.0 cost
 #: htmcore-mnist recall (0.976), 0.0 bought nothing. epsilon widens the search only for
@@ -33,7 +35,8 @@ __all__ = ["NNDESCENT_DEFAULTS", "check_params"]
 #: chosen from the number of distinct SDRs and their mean active bits
 #: (``_graph_neighbors``, ``_auto_search``). Start vertices share a query bit; more of them
 #: (n_entry_points) cost little and rescue queries whose answer sits in a cluster the graph
-#: barely links to. n_trees / n_iters None: 6 min-hash orders / max(5, round(log2 n)) rounds.
+#: barely links to. n_trees / n_iters None: 6 min-hash orders / max(5, round(log2 n)) rounds,
+#: 5 above 100,000 SDRs (``_nndescent.nn_descent``).
 NNDESCENT_DEFAULTS: dict[str, Any] = {
     "n_neighbors": None,
     "n_trees": None,
