@@ -150,6 +150,31 @@ def test_nndescent_recall_on_clustered_data(clustered, graph_index):
     assert all(len(set(row)) == 10 for row in ids)
 
 
+@pytest.mark.parametrize("dataset", ["clustered", "tie_heavy"])
+def test_nndescent_storage_order_keeps_answers(dataset, clustered, monkeypatch):
+    """The graph is stored breadth-first (locality); stored in the build's order it answers
+    the same, ids and overlaps, with automatic and narrow searches, with a buffer."""
+    from sdrindex.index import graph as graph_module
+
+    if dataset == "clustered":
+        n_bits, data, queries, _ = clustered
+    else:  # few active bits: the search reads the bit rows (vertex_bits), not the words
+        n_bits = 256
+        data, queries = tie_heavy(3000, n_bits, seed=5), tie_heavy(200, n_bits, seed=7)
+    stored = SDRIndex("nndescent").fit(data, n_bits=n_bits)
+    monkeypatch.setattr(
+        graph_module, "locality_order", lambda indptr, indices: np.arange(indptr.shape[0] - 1)
+    )
+    plain = SDRIndex("nndescent").fit(data, n_bits=n_bits)
+    assert not np.array_equal(stored._state.words, plain._state.words)  # really reordered
+    for index in (stored, plain):
+        index.add(queries[:7])
+    for params in ({}, {"ef": 4, "epsilon": 0.0}, {"ef": 40, "epsilon": 0.3}):
+        a, b = stored.query(queries, 10, **params), plain.query(queries, 10, **params)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_nndescent_save_load_identical_and_fast(clustered, graph_index, tmp_path):
     n_bits, data, queries, _ = clustered
     graph_index.save(tmp_path / "g")

@@ -40,6 +40,8 @@ from ._graph_build import (
     _pick_bit_entries,
     _search_graph_csr,
     knn_graph,
+    locality_order,
+    relabel,
 )
 from ._graph_search import GraphArrays, _graph_rows
 from ._postings import Buffer, _build_postings, n_words
@@ -169,9 +171,17 @@ class GraphBackend:
         per_bit = int(params["entries_per_bit"])
         bit_entries = _pick_bit_entries(bit_indptr, bit_vertices, per_bit, seed)
         vbits = _bit_rows(vertex_indptr, vertex_bits, n_bits, words.shape[1])
+        a = relabel(
+            locality_order(indptr, indices),
+            {
+                "words": words, "vbits": vbits, "indptr": indptr, "indices": indices,
+                "entries": entries, "bit_entries": bit_entries, "group_ptr": group_ptr,
+                "group_ids": group_ids,
+            },
+        )  # fmt: skip
         return cls(
-            words, vbits, indptr, indices, entries, bit_entries, group_ptr, group_ids,
-            Buffer.empty(n_bits, len(packed)),
+            a["words"], a["vbits"], a["indptr"], a["indices"], a["entries"], a["bit_entries"],
+            a["group_ptr"], a["group_ids"], Buffer.empty(n_bits, len(packed)),
         )  # fmt: skip
 
     def add(self, packed: NDArray[np.uint8], n_bits: int) -> GraphBackend:
