@@ -4,7 +4,7 @@
         [--million] [--cache DIR] [--frontier-queries 1000] [--peers KIND,...|none]
         [--million-peers KIND,...|none]
         [--frontier-only] [--peers-only] [--skip-60k] [--ours-index DIR]
-        [--plot docs/frontier.png]
+        [--rounds 3] [--plot docs/frontier.png]
         [--queries 10000] [--faiss] [--bundle]
 
 For each SP config (default: the default preset): learns the SP (one epoch on the 60,000
@@ -18,7 +18,9 @@ on 3,000 random SDRs of the same width, and timed apart.
 against single-query QPS (one query per call, one thread) for several search settings of
 each backend: ours (ef / epsilon sweep), usearch HNSW (binary Tanimoto, M 16 and 32; our
 overlap as a numba-compiled metric, M 16), faiss-cpu IndexBinaryHNSW (M 32), each built once
-(build time and memory printed apart), on the first ``--frontier-queries`` test queries.
+(build time and memory printed apart), on the first ``--frontier-queries`` test queries;
+every backend is built first, then its settings are timed in ``--rounds`` interleaved rounds
+(QPS: the median; on a shared machine a passing load then hits every backend alike).
 The curve goes to ``--plot``. Peers need ``pip install '.[bench]'``.
 
 **The backend table** (60k; skipped with ``--frontier-only``): exact and nndescent, build,
@@ -229,10 +231,12 @@ def run_frontier(data, db, n_bits, queries, truth_ov, args, cache_dir, builds, p
     peers = args.million_peers if "1M" in data and args.million_peers else args.peers
     if peers != "none":
         backends += frontier.available_peers(peers.split(","))
+    # every backend built (or loaded) first and kept: their settings are then timed in
+    # interleaved rounds (frontier.measure), so load on a shared machine hits them alike
     for backend in backends:
-        frontier.measure(data, backend, db, n_bits, queries, truth_ov, cache_dir, builds, points)
-        del backend
+        frontier.build(data, backend, db, n_bits, cache_dir, builds)
         gc.collect()
+    frontier.measure(data, backends, db, queries, truth_ov, points, rounds=args.rounds)
 
 
 def bench_config(config: str, args, results: list, builds: list, points: list) -> None:
@@ -303,6 +307,9 @@ def main() -> None:
         "seconds) instead of building one",
     )
     ap.add_argument("--skip-60k", action="store_true", help="no frontier at 60k")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="frontier: timing rounds, interleaved (median)"
+    )
     ap.add_argument("--plot", default="docs/frontier.png")
     args = ap.parse_args()
     configs = [c.strip() for c in args.config.split(",") if c.strip()]

@@ -313,18 +313,15 @@ def _build_record(cache_dir: Path | None, backend: str) -> Path | None:
     return None if cache_dir is None else cache_dir / f"build-{backend.replace(' ', '_')}.json"
 
 
-def measure(
+def build(
     data: str,
     backend,
     db: np.ndarray,
     n_bits: int,
-    queries: np.ndarray,
-    truth_ov: np.ndarray,
     cache_dir: Path | None,
     builds: list[Build],
-    points: list[Point],
 ) -> None:
-    """Build one backend (or load its cached build), then time each search setting."""
+    """Build one backend (or load its cached build) and record its build time and memory."""
     record = _build_record(cache_dir, backend.name)
     ours = isinstance(backend, Ours)
     cached = record is not None and record.exists() and not ours
@@ -342,14 +339,42 @@ def measure(
         record.write_text(json.dumps({"seconds": seconds}))
     builds.append(Build(data, backend.name, seconds, mem, cached))
     print(f"  {backend.name}: built in {seconds:.1f} s{' (cached)' if cached else ''}", flush=True)
-    backend.run(queries[:20], backend.settings()[0])  # warm-up
-    for s in backend.settings():
-        t = time.perf_counter()
-        ids = backend.run(queries, s)
-        qps = len(queries) / (time.perf_counter() - t)
-        rec = recall_at_10(truth_ov, overlaps_of(db, queries, ids))
-        points.append(Point(data, backend.name, backend.label(s), qps, rec))
-        print(f"    {backend.label(s)}: {qps:,.0f} QPS, recall@10 {rec:.4f}", flush=True)
+
+
+def measure(
+    data: str,
+    backends: Sequence,
+    db: np.ndarray,
+    queries: np.ndarray,
+    truth_ov: np.ndarray,
+    points: list[Point],
+    rounds: int = 1,
+) -> None:
+    """Time every search setting of every (built) backend, ``rounds`` times interleaved.
+
+    Round r runs each backend's settings in turn, so a load that comes and goes on a shared
+    machine falls on every backend alike; a point's QPS is the median over the rounds.
+    Recall is deterministic and taken from the first round.
+    """
+    qps: dict[tuple[str, str], list[float]] = {}
+    recall: dict[tuple[str, str], float] = {}
+    for backend in backends:
+        backend.run(queries[:20], backend.settings()[0])  # warm-up
+    for r in range(rounds):
+        for backend in backends:
+            for s in backend.settings():
+                key = (backend.name, backend.label(s))
+                t = time.perf_counter()
+                ids = backend.run(queries, s)
+                qps.setdefault(key, []).append(len(queries) / (time.perf_counter() - t))
+                if r == 0:
+                    recall[key] = recall_at_10(truth_ov, overlaps_of(db, queries, ids))
+                    print(f"    {key[0]} {key[1]}: {qps[key][0]:,.0f} QPS, recall@10 "
+                          f"{recall[key]:.4f}", flush=True)  # fmt: skip
+        if rounds > 1:
+            print(f"  round {r + 1}/{rounds} done", flush=True)
+    for key, values in qps.items():
+        points.append(Point(data, key[0], key[1], float(np.median(values)), recall[key]))
 
 
 def print_frontier(builds: list[Build], points: list[Point]) -> None:
