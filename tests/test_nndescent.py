@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sdrindex import sdr
+from sdrindex.index import _nndescent
 from sdrindex.index._nndescent import nn_descent
 
 
@@ -25,8 +26,10 @@ def exact_knn(words, k, hamming=False):
     return d, np.sort(d, axis=1)[:, :k]
 
 
-@pytest.mark.parametrize("hamming", [False, True])
-def test_nn_descent_finds_the_nearest_neighbours(clustered, hamming):
+@pytest.mark.parametrize("hamming, large", [(False, False), (True, False), (False, True)])
+def test_nn_descent_finds_the_nearest_neighbours(clustered, hamming, large, monkeypatch):
+    if large:  # the large-input path: fewer candidates, rows worked on in min-hash order
+        monkeypatch.setattr(_nndescent, "_LARGE", 1000)
     n_bits, packed = clustered
     words = sdr.to_words(packed)
     k = 10
@@ -40,10 +43,13 @@ def test_nn_descent_finds_the_nearest_neighbours(clustered, hamming):
     assert np.all(np.diff(got, axis=1) >= 0)
     # recall counting ties: a neighbour is right when it is no farther than the true k-th
     recall = float(np.mean(got <= kth[:, -1:]))
-    assert recall >= 0.97, recall
+    assert recall >= (0.9 if large else 0.97), recall
 
 
-def test_nn_descent_is_the_same_for_any_number_of_threads(clustered):
+@pytest.mark.parametrize("large", [False, True])
+def test_nn_descent_is_the_same_for_any_number_of_threads(clustered, large, monkeypatch):
+    if large:
+        monkeypatch.setattr(_nndescent, "_LARGE", 1000)
     n_bits, packed = clustered
     words = sdr.to_words(packed)
     one = nn_descent(words, n_bits, 8, seed=5, threads=1)

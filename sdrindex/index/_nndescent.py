@@ -364,6 +364,12 @@ def nn_descent(
     flag = np.zeros((n, k), dtype=np.uint8)
     n_orders = _N_MINHASH_SORTS if n_starts is None else int(n_starts)
     orders = _start_orders(words, n_bits, n_orders, seed, n_thr)
+    perm = None
+    if large:
+        # work on the rows in the first min-hash order: a local join reads the rows of a
+        # vertex's neighbours, which that order tends to keep near each other in memory
+        perm, orders = _locality_first(orders, n_orders)
+        words, counts = words[perm], counts[perm]
     run_ranges(
         lambda lo, hi: _start_rows(
             np.int64(lo), np.int64(hi), words, counts, hamming, np.int64(seed), orders,
@@ -394,8 +400,34 @@ def nn_descent(
             )  # fmt: skip
         if changed <= delta * n * k:
             break
+    if perm is not None:  # back to the callers' numbering
+        idx, key = _renumbered(idx, key, perm)
     _sorted_rows(idx, key)
     return idx
+
+
+def _locality_first(
+    orders: NDArray[np.int64], n_orders: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(perm, orders renumbered): vertex perm[t] becomes t, t its rank in the first order."""
+    perm = orders[0].copy()
+    rank = orders[n_orders]  # rank[v] = position of v in the first order
+    out = np.empty_like(orders)
+    for h in range(n_orders):
+        out[h] = rank[orders[h]]
+        out[h + n_orders] = orders[h + n_orders][perm]
+    return perm, out
+
+
+def _renumbered(
+    idx: NDArray[np.int32], key: NDArray[np.float32], perm: NDArray[np.int64]
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """The heaps of vertices numbered perm[t] -> t, in the original numbering."""
+    out_idx = np.empty_like(idx)
+    out_key = np.empty_like(key)
+    out_idx[perm] = np.where(idx >= 0, perm[np.maximum(idx, 0)], -1)
+    out_key[perm] = key
+    return out_idx, out_key
 
 
 def _join_block(
