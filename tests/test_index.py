@@ -175,6 +175,30 @@ def test_nndescent_storage_order_keeps_answers(dataset, clustered, monkeypatch):
         np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_start_vertices_per_bit_are_a_sample_of_the_vertices_having_it():
+    from sdrindex.index._graph_build import _bit_samples
+
+    n_bits, per_bit = 200, 4
+    dense = np.unpackbits(sdr.random_sdrs(500, n_bits, 10, seed=3), axis=1, count=n_bits)
+    dense[:, 198] = 0  # no vertex has bit 198; two have bit 199
+    dense[:, 199] = 0
+    dense[[17, 402], 199] = 1
+    words = sdr.to_words(np.packbits(dense, axis=1))
+    draws = [
+        _bit_samples(words, np.int64(n_bits), np.int64(per_bit), np.int64(s)) for s in range(40)
+    ]
+    for b in range(n_bits):
+        having = set(np.flatnonzero(dense[:, b]).tolist())
+        for out in draws:
+            got = out[b][out[b] >= 0].tolist()
+            assert len(got) == min(per_bit, len(having)) == len(set(got))
+            assert set(got) <= having and np.all(out[b][len(got) :] == -1)
+        if b < 20:  # across seeds the draws reach most of the vertices having the bit
+            seen = {v for out in draws for v in out[b].tolist() if v >= 0}
+            assert len(seen) >= 0.8 * len(having)
+    np.testing.assert_array_equal(draws[0], _bit_samples(words, np.int64(n_bits), 4, np.int64(0)))
+
+
 def test_nndescent_save_load_identical_and_fast(clustered, graph_index, tmp_path):
     n_bits, data, queries, _ = clustered
     graph_index.save(tmp_path / "g")

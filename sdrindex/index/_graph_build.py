@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._threads import n_threads, run_ranges
-from ..sdr import popcount64, row_popcount, to_words
+from ..sdr import popcount64, row_popcount, to_csr, to_words
 from ._nndescent import edge_hash, nn_descent
 from ._prefetch import prefetch_row
 
@@ -79,7 +79,7 @@ def _diversify_row(i, knn, words, prob, seed, hamming, kept, kept_d):
         keep = True
         for r in range(n_kept):
             if _distance_words(words[kept[i, r]], words[j], hamming) < cd[o]:
-                # an int64 j: one compiled edge_hash for this and _pick_bit_entries
+                # an int64 j: one compiled edge_hash for this and _bit_samples
                 if edge_hash(i, np.int64(j), seed) < prob:
                     keep = False
                 break
@@ -267,29 +267,44 @@ def _bfs_order(indptr, indices):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pick_bit_entries(indptr, ids, per_bit, seed):
-    """out[b] = up to per_bit vertices having bit b, drawn without replacement (-1 padded)."""
-    n_bits = indptr.shape[0] - 1
+def _bit_samples(words, n_bits, per_bit, seed):
+    """out[b] = the up to per_bit vertices having bit b of smallest edge_hash(v, b, seed),
+    in that order, -1 padded: a uniform sample without replacement, one pass over the rows.
+
+    (Sampling from posting lists needed the lists: 2.5 GB of int32 at 1M SDRs of 624
+    active bits, and ~10 s to build them.)
+    """
     out = np.empty((n_bits, per_bit), dtype=np.int32)  # np.full: one more compile
+    key = np.empty((n_bits, per_bit), dtype=np.float64)
+    size = np.zeros(n_bits, dtype=np.int64)
+    worst = np.empty(n_bits, dtype=np.float64)  # the largest key kept once a row is full
     for b in range(n_bits):
+        worst[b] = 2.0
         for j in range(per_bit):
             out[b, j] = -1
-        lo = indptr[b]
-        size = indptr[b + 1] - lo
-        chosen = 0
-        # Floyd-like rejection on a hash stream: sizes are large, per_bit small
-        attempt = np.int64(0)  # not a literal 0: edge_hash would compile once more
-        while chosen < min(per_bit, size):
-            r = lo + np.int64(edge_hash(b, attempt, seed) * size)
-            attempt += 1
-            v = ids[r]
-            dup = False
-            for j in range(chosen):
-                if out[b, j] == v:
-                    dup = True
-            if not dup:
-                out[b, chosen] = v
-                chosen += 1
+            key[b, j] = 2.0
+    for v in range(words.shape[0]):
+        for w in range(words.shape[1]):
+            x = words[v, w]
+            while x:
+                tz = popcount64((x & (~x + np.uint64(1))) - np.uint64(1))
+                x &= x - np.uint64(1)
+                # the SDR's bit: bytes in order, bits from the most significant (packbits)
+                b = w * 64 + (tz & ~7) + 7 - (tz & 7)
+                h = edge_hash(np.int64(v), np.int64(b), seed)
+                if h >= worst[b]:
+                    continue
+                # insert in ascending order, dropping the largest when full
+                j = min(size[b], per_bit - 1)
+                while j > 0 and key[b, j - 1] > h:
+                    key[b, j] = key[b, j - 1]
+                    out[b, j] = out[b, j - 1]
+                    j -= 1
+                key[b, j] = h
+                out[b, j] = v
+                size[b] = min(size[b] + 1, per_bit)
+                if size[b] == per_bit:
+                    worst[b] = key[b, per_bit - 1]
     return out
 
 
@@ -411,17 +426,18 @@ def _entry_points(words: NDArray[np.uint64], n_entry: int, seed: int) -> NDArray
 
 
 def _bit_rows(
-    indptr: NDArray[np.int64], bits: NDArray[np.int32], n_bits: int, n_words: int
+    distinct: NDArray[np.uint8], words: NDArray[np.uint64], n_bits: int
 ) -> NDArray[np.uint16]:
     """Active bits of each row, (n, max active) uint16 padded with n_bits, when that is cheap.
 
     Returns an empty (0, 0) array when rows are dense (max active >= _SPARSE_BELOW *
     n_words) or too wide for uint16: searches then use the packed words.
     """
-    counts = np.diff(indptr)
-    width = int(counts.max()) if counts.size else 0
-    if n_bits >= 65535 or width >= _SPARSE_BELOW * n_words or width == 0:
+    width = int(row_popcount(words).max(initial=0))
+    if n_bits >= 65535 or width >= _SPARSE_BELOW * words.shape[1] or width == 0:
         return np.zeros((0, 0), dtype=np.uint16)
+    indptr, bits = to_csr(distinct, n_bits)
+    counts = np.diff(indptr)
     rows = np.full((counts.shape[0], width), n_bits, dtype=np.uint16)
     row_of = np.repeat(np.arange(counts.shape[0]), counts)
     rows[row_of, np.arange(bits.shape[0]) - indptr[row_of]] = bits

@@ -27,24 +27,24 @@ from numpy.typing import NDArray
 from .._store import data_error
 from .._threads import run_ranges
 from ..errors import DataError, ParameterError
-from ..sdr import n_bytes, readonly, to_csr, to_words, validate
+from ..sdr import n_bytes, readonly, to_words, validate
 from ._graph_build import (
     _FEW_ACTIVE,
     _N_GLOBAL_ENTRIES,
     _bit_rows,
+    _bit_samples,
     _distinct_rows,
     _diversify,
     _entry_points,
     _graph_neighbors,
     _mean_active,
-    _pick_bit_entries,
     _search_graph_csr,
     knn_graph,
     locality_order,
     relabel,
 )
 from ._graph_search import GraphArrays, _graph_rows
-from ._postings import Buffer, _build_postings, n_words
+from ._postings import Buffer, n_words
 from .backend import Prepared
 from .format import check_csr
 
@@ -166,11 +166,9 @@ class GraphBackend:
         max_degree = max(1, round(params["pruning_degree_multiplier"] * n_neighbors))
         indptr, indices = _search_graph_csr(kept, kept_d, max_degree)
         entries = _entry_points(words, _N_GLOBAL_ENTRIES, seed)
-        vertex_indptr, vertex_bits = to_csr(distinct, n_bits)
-        bit_indptr, bit_vertices = _build_postings(vertex_indptr, vertex_bits, n_bits, 0)
-        per_bit = int(params["entries_per_bit"])
-        bit_entries = _pick_bit_entries(bit_indptr, bit_vertices, per_bit, seed)
-        vbits = _bit_rows(vertex_indptr, vertex_bits, n_bits, words.shape[1])
+        per_bit = np.int64(params["entries_per_bit"])
+        bit_entries = _bit_samples(words, np.int64(n_bits), per_bit, np.int64(seed))
+        vbits = _bit_rows(distinct, words, n_bits)
         a = relabel(
             locality_order(indptr, indices),
             {
