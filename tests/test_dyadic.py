@@ -101,7 +101,7 @@ def test_pads_where_the_memory_recalls_nothing_and_breaks_past_its_capacity():
     np.testing.assert_array_equal(ov, [[2, -1]])
     # past its capacity: 5,000 items on 64-bit SDRs with 8 active bits write each of the
     # 2,016 pair addresses ~70 times; with 64-bit identifier codes the crosstalk buries the
-    # stored item's own code, with the default 2,048-bit codes it does not
+    # stored item's own code, with the default 32,768-bit codes it does not
     many = sdr.random_sdrs(5000, 64, 8, seed=6)
     small = DyadicBackend.with_config(many, 64, DyadicConfig(n_y=64, p_y=4, n_cand=1))
     ids, _ = small.query(many[:300], 1, {}, 1)
@@ -121,7 +121,7 @@ def test_save_load_plain_npy_and_damage_names_the_file(tmp_path):
     assert meta["backend"] == "dyadic" and meta["n_items"] == 804
     for name in meta["arrays"]:
         np.load(tmp_path / f"{name}.npy", allow_pickle=False)  # nothing needs unpickling
-    np.testing.assert_array_equal(np.load(tmp_path / "config.npy"), [2048, 8, 16, 8, 5])
+    np.testing.assert_array_equal(np.load(tmp_path / "config.npy"), [32768, 8, 16, 8, 5])
     loaded = SDRIndex.load(tmp_path)
     assert loaded.n_buffered == 4 and len(loaded) == 804
     for a, b in zip(loaded.query(data[:50], 10), index.query(data[:50], 10), strict=True):
@@ -142,10 +142,10 @@ def test_save_load_plain_npy_and_damage_names_the_file(tmp_path):
         return change
 
     damaged("bit_rank.npy", set_at(0, 1))  # not a permutation
-    damaged("counter_bits.npy", set_at(0, 4000))  # beyond n_y
+    damaged("counter_bits.npy", set_at(0, 40000))  # beyond n_y
     damaged("counter_counts.npy", set_at(0, 0))
     damaged("pair_keys.npy", set_at(1, 0))  # not ascending
-    damaged("config.npy", set_at(1, 5000))  # p_y > n_y / 2
+    damaged("config.npy", set_at(1, 20000))  # p_y > n_y / 2
     damaged("codes.npy", lambda a: a[:-1])
     damaged("buffer.npy", lambda a: np.full_like(a, 255))  # bits beyond n_bits=300
     SDRIndex.load(tmp_path)  # restored: loads again
