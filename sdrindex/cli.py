@@ -554,8 +554,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--backends",
         default="exact,nndescent",
-        help="index backends measured in the index section, comma-separated "
-        "(default exact,nndescent)",
+        help="index backends measured in the index section, comma-separated, of "
+        "exact,nndescent,dyadic (default exact,nndescent)",
     )
     e.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     e.set_defaults(func=cmd_evaluate)

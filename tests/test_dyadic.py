@@ -193,3 +193,28 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ParameterError, match="width 101"):
         index.add(np.zeros((1, 101), np.uint8))
     assert len(index) == 50 and index.n_buffered == 0  # refused input changed nothing
+
+
+def test_evaluate_measures_the_dyadic_row_and_the_cli_offers_it(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from sdrindex.cli import main
+    from sdrindex.evaluate.sections import index_section
+
+    n_bits = 400
+    data = sdr.random_sdrs(2000, n_bits, 12, seed=11, clusters=30, spread=0.6)
+    queries = sdr.add_noise(data[:60], n_bits, 0.2, mode="swap", seed=12)
+    bundle = SimpleNamespace(
+        sp=SimpleNamespace(n_columns=n_bits),
+        table=SimpleNamespace(sdrs=data),
+        index=SDRIndex("exact").fit(data, n_bits=n_bits),
+    )
+    rows = index_section(bundle, queries, ("exact", "nndescent", "dyadic"), lambda _: None)
+    assert list(rows) == ["exact", "nndescent", "dyadic"]
+    assert rows["exact"].recall_at_10 == 1.0 and rows["dyadic"].build_seconds > 0
+    assert 0.5 <= rows["dyadic"].recall_at_10 <= 1.0 and rows["dyadic"].qps > 0
+    # the evaluate command takes the name, and refuses an unknown one naming the choices
+    # (before it reads anything)
+    assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,hnsw"]) == 2
+    assert "exact, nndescent, dyadic" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,dyadic"]) != 2
