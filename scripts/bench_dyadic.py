@@ -130,8 +130,8 @@ def index_bytes(index: SDRIndex) -> int:
     return sum(a.nbytes for a in index._arrays().values())
 
 
-def run_backend(backend: str, db, n_bits, queries, truth) -> dict[str, float]:
-    """Build, memory, QPS single / batched, recall@1 and @10 of one backend."""
+def run_backend(backend: str, db, n_bits, queries, truth) -> tuple[SDRIndex, dict[str, float]]:
+    """(the index, its build s, memory, QPS single / batched, recall@1 and @10)."""
     t = time.perf_counter()
     index = SDRIndex(backend).fit(db, n_bits)
     build = time.perf_counter() - t
@@ -145,7 +145,7 @@ def run_backend(backend: str, db, n_bits, queries, truth) -> dict[str, float]:
     t = time.perf_counter()
     _, ov = index.query(queries, K)
     batch = len(queries) / (time.perf_counter() - t)
-    return {
+    return index, {
         "build_s": build,
         "mb": index_bytes(index) / 2**20,
         "qps1": single,
@@ -171,17 +171,20 @@ def recall_row(indexes, db, n_bits, n, queries, cue) -> dict[str, tuple[float, f
     return out
 
 
-def capacity(db, n_bits, sizes, n_queries, seed):
+def capacity(db, n_bits, sizes, n_queries, seed, full):
+    """Rows per stored count; ``full``: the indexes of all of db (reused for the last)."""
     rows = {}
     for n in sizes:
         cue, queries = cued(db, n_bits, n, n_queries, 0.1, seed)
-        indexes = {b: SDRIndex(b).fit(db[:n], n_bits) for b in BACKENDS}
+        if n == db.shape[0]:
+            indexes = full
+        else:
+            indexes = {b: SDRIndex(b).fit(db[:n], n_bits) for b in BACKENDS}
         rows[n] = recall_row(indexes, db, n_bits, n, queries, cue)
     return rows
 
 
-def noise(db, n_bits, n_queries, seed):
-    indexes = {b: SDRIndex(b).fit(db, n_bits) for b in BACKENDS}
+def noise(db, n_bits, n_queries, seed, indexes):
     rows = {}
     for f in NOISE:
         cue, queries = cued(db, n_bits, db.shape[0], n_queries, f, seed)
@@ -292,11 +295,13 @@ def one_set(name, db, queries, n_bits, args, results) -> None:
     n_active = sdr.active_counts(db, n_bits).mean()
     print(f"\n## {name}: {db.shape[0]} stored, {n_bits} bits, {n_active:.1f} active on average")
     _, truth = SDRIndex("exact").fit(db, n_bits).query(queries, K)
-    print_backends(name, {b: run_backend(b, db, n_bits, queries, truth) for b in BACKENDS})
+    runs = {b: run_backend(b, db, n_bits, queries, truth) for b in BACKENDS}
+    print_backends(name, {b: r[1] for b, r in runs.items()})
+    full = {b: r[0] for b, r in runs.items()}
     sizes = [n for n in (1000, 3000, 10_000, 30_000) if n < db.shape[0]] + [db.shape[0]]
-    cap = capacity(db, n_bits, sizes, args.queries, seed=1)
+    cap = capacity(db, n_bits, sizes, args.queries, 1, full)
     print_curve(name, "stored items", cap)
-    noi = noise(db, n_bits, args.queries, seed=2)
+    noi = noise(db, n_bits, args.queries, 2, full)
     print_curve(name, "swapped fraction", noi)
     n10 = min(10_000, db.shape[0])
     _, truth10 = SDRIndex("exact").fit(db[:n10], n_bits).query(queries, K)

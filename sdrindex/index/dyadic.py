@@ -11,7 +11,9 @@ ids exactly against the stored codes (items ranked by how many of their code bit
 recalled; the best ``n_cand * k`` and ties become candidates), and re-ranks those by their
 true overlap with the query. So ``query`` answers like the other backends (ids and true
 overlaps, overlap descending then id ascending); it misses the items the memory fails to
-recall, and pads with id -1 / overlap -1 when it recalls fewer than k.
+recall, and pads with id -1 / overlap -1 when it recalls fewer than k (a query sharing no
+pair of selected bits with any item recalls nothing; an item with fewer than 2 active bits
+is stored but never recalled).
 
 Storage (measured by ``scripts/bench_dyadic.py``, see the README): a dense counter array
 has ``n_bits (n_bits - 1) / 2 x n_y`` counters (1,369-bit SDRs, ``n_y`` 32,768: 31 G) and
