@@ -218,3 +218,27 @@ def test_evaluate_measures_the_dyadic_row_and_the_cli_offers_it(tmp_path, capsys
     assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,hnsw"]) == 2
     assert "exact, nndescent, dyadic" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,dyadic"]) != 2
+
+
+def test_a_bundle_indexed_by_dyadic_serves_queries(tmp_path):
+    pytest.importorskip("fastapi", reason="the service extras are not installed")
+    from fastapi.testclient import TestClient
+
+    from helpers import build_small_bundle
+    from sdr_service import Settings, create_app
+    from sdrindex.bundle import Bundle
+
+    path = build_small_bundle(tmp_path / "b", n=400, decoder=False, backend="dyadic")
+    bundle = Bundle.load(path)
+    assert bundle.index.backend == "dyadic" and len(bundle.index) == 400
+    with TestClient(create_app(Settings(bundle=path)), raise_server_exceptions=False) as c:
+        for _ in range(600):  # the app loads the bundle in the background
+            if c.get("/readyz").status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        for i in (5, 123):
+            pixels = np.asarray(bundle.table.images[i]).tolist()
+            r = c.post("/v1/reconstruct?k=3&methods=nearest", json={"pixels": pixels})
+            assert r.status_code == 200, r.text
+            top = r.json()["matches"][0]
+            assert top["id"] == i and top["jaccard"] == 1.0
