@@ -205,7 +205,7 @@ def storage(db, n_bits, queries, truth, n_few: int) -> list[tuple]:
     t = time.perf_counter()
     state = DyadicBackend.with_config(db[:n_few], n_bits, DyadicConfig(max_bits=full))
     rows.append(
-        (f"sparse, all {full} bits, {n_few} items", state.memory.nbytes / n_few,
+        (f"sparse, all {full} bits, {n_few} items (pair memory alone)", state.memory.nbytes / n_few,
          time.perf_counter() - t, None, None)
     )  # fmt: skip
     n = min(10_000, db.shape[0])
@@ -217,7 +217,7 @@ def storage(db, n_bits, queries, truth, n_few: int) -> list[tuple]:
         t = time.perf_counter()
         _, ov = state.query(queries, K, {}, 1)
         qps = len(queries) / (time.perf_counter() - t)
-        rows.append((f"sparse, max_bits {s}, {n} items", state.nbytes / n, build, qps,
+        rows.append((f"sparse, max_bits {s}, {n} items (whole index)", state.nbytes / n, build, qps,
                      recall(ov, truth, K)))  # fmt: skip
     return rows
 
