@@ -488,7 +488,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--config", default=None, help="SP preset or TOML/JSON file (default sdrindex-mnist)"
     )
-    b.add_argument("--backend", choices=("nndescent", "exact"), default="nndescent")
+    b.add_argument("--backend", choices=("nndescent", "exact", "dyadic"), default="nndescent")
     b.add_argument("--epochs", type=_positive, default=1)
     b.add_argument(
         "--threshold",

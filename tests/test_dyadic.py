@@ -218,6 +218,10 @@ def test_evaluate_measures_the_dyadic_row_and_the_cli_offers_it(tmp_path, capsys
     assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,hnsw"]) == 2
     assert "exact, nndescent, dyadic" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none"), "--backends", "exact,dyadic"]) != 2
+    # build offers it too (argparse refuses a name it does not list, naming the choices)
+    with pytest.raises(SystemExit):
+        main(["build", "--out", str(tmp_path / "b"), "--backend", "hnsw"])
+    assert "'dyadic'" in capsys.readouterr().err
 
 
 def test_a_bundle_indexed_by_dyadic_serves_queries(tmp_path):
