@@ -142,6 +142,7 @@ def test_save_load_plain_npy_and_damage_names_the_file(tmp_path):
         return change
 
     damaged("bit_rank.npy", set_at(0, 1))  # not a permutation
+    damaged("bit_rank.npy", set_at(0, -1))
     damaged("counter_bits.npy", set_at(0, 40000))  # beyond n_y
     damaged("counter_counts.npy", set_at(0, 0))
     damaged("pair_keys.npy", set_at(1, 0))  # not ascending

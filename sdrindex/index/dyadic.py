@@ -296,7 +296,8 @@ class DyadicBackend:
         except ParameterError as exc:
             raise data_error(path / "buffer.npy", str(exc), _FIX) from exc
         rank = a["bit_rank"]
-        if rank.shape != (n_bits,) or np.any(np.bincount(rank, minlength=n_bits) != 1):
+        in_range = rank.shape == (n_bits,) and rank.min() >= 0 and rank.max() < n_bits
+        if not in_range or np.any(np.bincount(rank, minlength=n_bits) != 1):
             raise data_error(path / "bit_rank.npy", f"not a permutation of 0..{n_bits - 1}", _FIX)
         codes = a["codes"]
         if codes.shape != (n_main, config.p_y) or (codes.size and codes.max() >= config.n_y):
