@@ -94,7 +94,8 @@ class SDRIndex:
         nndescent: metric of the k-NN graph (both order neighbours by overlap when all SDRs
         have the same number of active bits).
     random_state : int or None
-        nndescent: seed of the build.
+        nndescent: seed of the build. dyadic: seed of the identifier codes and of the
+        order that picks the bits an SDR writes (None: 0; must be >= 0).
     n_jobs : int or None
         nndescent: threads used by NN-descent while building (None: numba's setting).
 
