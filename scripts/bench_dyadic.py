@@ -249,7 +249,7 @@ def print_storage(name: str, rows: list[tuple]) -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     for what, per_item, build, qps, r10 in rows:
         fmt = (
-            f"{per_item:,.0f}" if "dense" not in what else f"{per_item / 2**20:,.0f} MB in all",
+            f"{per_item:,.0f}" if "dense" not in what else f"{per_item / 1e9:,.1f} GB in all",
             "-" if build is None else f"{build:.2f}",
             "-" if qps is None else f"{qps:,.0f}",
             "-" if r10 is None else f"{r10:.3f}",
