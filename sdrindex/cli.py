@@ -488,7 +488,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--config", default=None, help="SP preset or TOML/JSON file (default sdrindex-mnist)"
     )
-    b.add_argument("--backend", choices=("nndescent", "exact"), default="nndescent")
+    b.add_argument("--backend", choices=("nndescent", "exact", "dyadic"), default="nndescent")
     b.add_argument("--epochs", type=_positive, default=1)
     b.add_argument(
         "--threshold",
@@ -554,8 +554,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--backends",
         default="exact,nndescent",
-        help="index backends measured in the index section, comma-separated "
-        "(default exact,nndescent)",
+        help="index backends measured in the index section, comma-separated, of "
+        "exact,nndescent,dyadic (default exact,nndescent)",
     )
     e.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
     e.set_defaults(func=cmd_evaluate)

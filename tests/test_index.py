@@ -89,7 +89,7 @@ def test_fewer_items_than_k_pads_with_minus_one():
         np.testing.assert_array_equal(ids, ref_ids)
 
 
-@pytest.mark.parametrize("backend", ["exact", "nndescent"])
+@pytest.mark.parametrize("backend", ["exact", "nndescent", "dyadic"])
 def test_add_is_found_at_once_and_rebuild_folds_it(backend):
     n_bits = 512
     data = sdr.random_sdrs(1500, n_bits, 16, seed=6, clusters=10)
@@ -246,10 +246,11 @@ def test_nndescent_concurrent_queries_match_serial(clustered, graph_index):
                 np.testing.assert_array_equal(ov, serial_ov)
 
 
-def test_queries_during_add_see_a_consistent_index():
+@pytest.mark.parametrize("backend", ["exact", "dyadic"])
+def test_queries_during_add_see_a_consistent_index(backend):
     n_bits = 256
     data = sdr.random_sdrs(1000, n_bits, 10, seed=20)
-    index = SDRIndex("exact").fit(data, n_bits=n_bits)
+    index = SDRIndex(backend).fit(data, n_bits=n_bits)
     queries = data[:50]
     stop = threading.Event()
     errors = []
@@ -274,7 +275,7 @@ def test_queries_during_add_see_a_consistent_index():
 # ----------------------------------------------------------------------------- persistence
 
 
-@pytest.mark.parametrize("backend", ["exact", "nndescent"])
+@pytest.mark.parametrize("backend", ["exact", "nndescent", "dyadic"])
 def test_save_load_round_trip(backend, tmp_path):
     n_bits = 300
     data = tie_heavy(1200, n_bits, seed=30)
@@ -450,8 +451,8 @@ def brute_force_backend(monkeypatch):
 
 
 def test_a_registered_backend_plugs_into_the_facade(brute_force_backend, tmp_path):
-    assert BACKENDS == ("exact", "nndescent")
-    assert backend_names() == ("exact", "nndescent", "brute-force-test")
+    assert BACKENDS == ("exact", "nndescent", "dyadic")
+    assert backend_names() == ("exact", "nndescent", "dyadic", "brute-force-test")
     n_bits = 200
     data = tie_heavy(400, n_bits, seed=50)
     queries = tie_heavy(30, n_bits, seed=51)

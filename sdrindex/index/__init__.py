@@ -1,9 +1,10 @@
 """Nearest neighbours of SDRs by overlap: the :class:`SDRIndex` facade and its backends.
 
 Layout: ``facade`` (:class:`SDRIndex`: validation, snapshots, save/load), ``backend`` (the
-protocol every backend implements), ``registry`` (names -> backend classes), ``exact`` and
-``graph`` (the two backends; ``_postings``, ``_graph_build`` and ``_graph_search`` hold
-their kernels; ``_nndescent`` builds the k-NN graph), ``params`` (the parameters and their
+protocol every backend implements), ``registry`` (names -> backend classes), ``exact``,
+``graph`` and ``dyadic`` (the three backends; ``_postings``, ``_graph_build``,
+``_graph_search`` and ``_dyadic`` hold their kernels; ``_nndescent`` builds the k-NN
+graph), ``params`` (the parameters and their
 checks) and ``format`` (``index.json`` checks).
 """
 

@@ -7,8 +7,10 @@ insertion positions: ``fit`` numbers its rows 0..n-1 and each ``add`` continues 
 
 Backends (:mod:`sdrindex.index.registry`; each behind :class:`~sdrindex.index.backend.Backend`):
 ``"exact"`` (:mod:`~sdrindex.index.exact`: posting lists or a popcount scan; the ground
-truth) and ``"nndescent"`` (:mod:`~sdrindex.index.graph`: an NN-descent k-NN graph searched
-best-first by our kernels; approximate, returns true overlaps).
+truth), ``"nndescent"`` (:mod:`~sdrindex.index.graph`: an NN-descent k-NN graph searched
+best-first by our kernels; approximate, returns true overlaps) and ``"dyadic"``
+(:mod:`~sdrindex.index.dyadic`: Overmann's Dyadic Memory recalling identifier codes,
+re-ranked by true overlap; approximate, for SDRs with few active bits).
 
 Thread safety: queries read an immutable snapshot of the index (a backend instance) and
 allocate their own work space, so any number of threads may query at once, also while
@@ -52,9 +54,11 @@ class SDRIndex:
 
     Parameters
     ----------
-    backend : {"exact", "nndescent"} or a name given to ``register_backend``
-        ``"exact"``: inverted index, exact. ``"nndescent"``: approximate, graph search. The
-        other parameters concern nndescent only (defaults: ``NNDESCENT_DEFAULTS``).
+    backend : {"exact", "nndescent", "dyadic"} or a name given to ``register_backend``
+        ``"exact"``: inverted index, exact. ``"nndescent"``: approximate, graph search.
+        ``"dyadic"``: approximate, associative memory (its shape: ``DyadicConfig``'s
+        defaults; ``random_state`` seeds it). The other parameters concern nndescent only
+        (defaults: ``NNDESCENT_DEFAULTS``).
     n_neighbors : int or None
         nndescent: neighbours per distinct SDR in the k-NN graph NN-descent builds (None:
         20 for up to 100,000 distinct SDRs with >= 64 active bits on average, else 30;
@@ -90,7 +94,8 @@ class SDRIndex:
         nndescent: metric of the k-NN graph (both order neighbours by overlap when all SDRs
         have the same number of active bits).
     random_state : int or None
-        nndescent: seed of the build.
+        nndescent: seed of the build. dyadic: seed of the identifier codes and of the
+        order that picks the bits an SDR writes (None: 0; must be >= 0).
     n_jobs : int or None
         nndescent: threads used by NN-descent while building (None: numba's setting).
 

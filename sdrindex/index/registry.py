@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from ..errors import ParameterError
 from .backend import Backend
+from .dyadic import DyadicBackend
 from .exact import ExactBackend
 from .graph import GraphBackend
 
 __all__ = ["BACKENDS", "backend_class", "backend_names", "register_backend"]
 
 #: The backends built in (``sdrindex build --backend`` offers these).
-BACKENDS = (ExactBackend.name, GraphBackend.name)
+BACKENDS = (ExactBackend.name, GraphBackend.name, DyadicBackend.name)
 
 _REGISTRY: dict[str, type[Backend]] = {
     ExactBackend.name: ExactBackend,
     GraphBackend.name: GraphBackend,
+    DyadicBackend.name: DyadicBackend,
 }
 
 
