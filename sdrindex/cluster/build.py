@@ -21,7 +21,7 @@ import datetime as _dt
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -301,52 +301,48 @@ def build_sharded(
     decoder = _fit_decoders(sp, learn, data, X, kinds)
     del X
     root = Path(out)
-    with bundle_errors(root, "build again"):
-        root.mkdir(parents=True, exist_ok=True)
-    build = new_version_name()
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    staging = root / f".tmp-{new_version_name()}"  # our leftover pattern if we are stopped
-    with bundle_errors(root, "build again"):
-        staging.mkdir()
-        write_json(staging / PARTIAL_MARKER, {"format": "sdrindex-sharded-partial"})
-        sp.save(staging / "sp.npz")
+    staging = _stage_sp(root, sp)
+    job = ShardJob(
+        str(root), 0, n_shards, str(staging / "sp.npz"), None if source is None else str(source),
+        None if labels is None else str(labels), limit, threshold, backend,
+        dict(index_params or {}), new_version_name(), _now(), info,
+    )  # fmt: skip
+    meta = {
+        "build": job.build,
+        "sp_params": sp.nupic_params(),
+        "n_columns": int(sp.n_columns),
+        "encoder": {"threshold": threshold, "rule": "pixel >= threshold"},
+        "dataset": {"n_items": n, "labels": data.labels is not None, **info},
+        "index": {"backend": backend},
+        "has_labels": data.labels is not None,
+        "image_shape": [int(d) for d in data.images.shape[1:]],
+    }
     try:
-        jobs = [
-            ShardJob(
-                str(root),
-                i,
-                n_shards,
-                str(staging / "sp.npz"),
-                None if source is None else str(source),
-                None if labels is None else str(labels),
-                limit,
-                threshold,
-                backend,
-                dict(index_params or {}),
-                build,
-                created,
-                info,
-            )  # fmt: skip
-            for i in range(n_shards)
-        ]
+        jobs = [replace(job, shard=i) for i in range(n_shards)]
         results = run_jobs(build_shard, jobs, progress or _stderr_job_progress(n_shards))
-        meta = {
-            "build": build,
-            "sp_params": sp.nupic_params(),
-            "n_columns": int(sp.n_columns),
-            "encoder": {"threshold": threshold, "rule": "pixel >= threshold"},
-            "dataset": {"n_items": n, "labels": data.labels is not None, **info},
-            "index": {"backend": backend},
-            "has_labels": data.labels is not None,
-            "image_shape": [int(d) for d in data.images.shape[1:]],
-        }
         versions = [Path(r.version) for r in sorted(results, key=lambda r: r.shard)]
         return save_sharded(
             root, sp_file=versions[0] / "sp.npz", shard_versions=versions, meta=meta,
-            decoder=decoder, name=build,
+            decoder=decoder, name=job.build,
         )  # fmt: skip
     finally:
         remove_quietly(staging)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _stage_sp(root: Path, sp: Any) -> Path:
+    """A temporary folder of ours holding the learned ``sp.npz`` the shard jobs read (its
+    name and contents are those of an interrupted save: cleaned like one if we stop)."""
+    staging = root / f".tmp-{new_version_name()}"
+    with bundle_errors(root, "build again"):
+        root.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        write_json(staging / PARTIAL_MARKER, {"format": "sdrindex-sharded-partial"})
+        sp.save(staging / "sp.npz")
+    return staging
 
 
 def _fit_decoders(sp: Any, learn: np.ndarray, data: Any, X: np.ndarray, kinds: tuple[str, ...]):
