@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -333,3 +335,154 @@ def test_missing_shard_makes_queries_unavailable_never_partial(built, data, tmp_
         shards.rows(np.array([0]))
     with pytest.raises(ShardUnavailableError):
         shards.add(data["images"][:1], np.array([1]))
+
+
+# --------------------------------------------------------------------------- the ways back
+
+
+@pytest.fixture(scope="module")
+def pair(data, tmp_path_factory):
+    """The same items as one bundle and as a 3-shard bundle, both with decoders."""
+    from sdrindex.pipeline import build_bundle
+
+    d = tmp_path_factory.mktemp("pair")
+    kinds = ["calibration", "ridge", "logistic"]
+    plain = build_bundle(
+        data["images"], data["labels"], sp=SpatialPooler.from_nupic_params(SMALL_SP),
+        threshold=128, backend="exact", decoders=kinds,
+    )  # fmt: skip
+    plain.save(d / "plain")
+    _build(data, d / "sharded", 3, decoders=kinds)
+    return Bundle.load(d / "plain"), open_sharded(d / "sharded"), d
+
+
+def test_reconstructions_and_labels_agree_with_the_unsharded_bundle(pair, data):
+    from sdrindex.labels import LABELERS, make_labeler
+    from sdrindex.reconstruct import RECONSTRUCTORS, make_reconstructor
+
+    plain, sharded, _ = pair
+    assert np.array_equal(np.asarray(plain.table.sdrs), np.asarray(sharded.table.sdrs))
+    assert sorted(plain.decoder) == sorted(sharded.decoder)
+    for key in plain.decoder:
+        assert np.allclose(plain.decoder[key], sharded.decoder[key], rtol=1e-5, atol=1e-6), key
+    q = _queries(plain, data)
+    for name in RECONSTRUCTORS:
+        want = make_reconstructor(name, plain).reconstruct_uint8(q)
+        got = make_reconstructor(name, sharded).reconstruct_uint8(q)
+        if name == "decoder":  # arrays fitted apart: equal to float rounding
+            assert np.abs(want.astype(int) - got.astype(int)).max() <= 1, name
+        else:
+            assert np.array_equal(want, got), name
+    for name in LABELERS:
+        want = make_labeler(name, plain).predict(q)
+        assert np.array_equal(make_labeler(name, sharded).predict(q), want), name
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _cli(*argv) -> int:
+    from sdrindex.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_cli_build_query_info_add_on_a_sharded_bundle(data, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    d = data["dir"]
+    common = ["--data", d / "images.npy", "--labels", d / "labels.npy", "--config", d / "sp.json"]
+    common += ["--threshold", "128", "--backend", "exact"]
+    out, one = tmp_path / "sharded", tmp_path / "one"
+    assert _cli("build", "--out", out, "--shards", "3", "--workers", "2", *common) == 0
+    assert _cli("build", "--out", one, "--shards", "1", *common) == 0
+    assert is_sharded(out) and not is_sharded(one)
+    assert _cli("build", "--out", out, "--shards", "3", *common) == 4  # no --force
+    assert "already holds a bundle" in capsys.readouterr().err
+    assert _cli("build", "--out", tmp_path / "x", "--shards", "400", *common) == 2
+    assert "use --shards 331 or fewer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _cli("build", "--out", tmp_path / "x", "--shards", "0", *common)
+    assert _cli("build", "--out", tmp_path / "y", "--learn-limit", "5", *common) == 2
+    # --ray without the cluster extra: the extra to install is named (no network touched)
+    monkeypatch.setitem(sys.modules, "sdrindex.cluster.ray_build", None)
+    assert (
+        _cli("build", "--out", tmp_path / "z", "--shards", "2", "--ray", "127.0.0.1:1", *common)
+        == 2
+    )
+    assert "pip install 'sdrindex[cluster]'" in capsys.readouterr().err
+    pngs = []
+    for i in (0, 1, 2):
+        Image.fromarray(data["test"][i]).save(tmp_path / f"q{i}.png")
+        pngs.append(tmp_path / f"q{i}.png")
+    capsys.readouterr()
+    assert _cli("query", out, *pngs, "-k", "7", "--json") == 0
+    sharded_answer = json.loads(capsys.readouterr().out)
+    assert _cli("query", one, *pngs, "-k", "7", "--json") == 0
+    assert sharded_answer == json.loads(capsys.readouterr().out)
+    assert _cli("info", out) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_shards"] == 3 and info["n_items"] == 331 and len(info["shards"]) == 3
+    assert _cli("add", out, pngs[0], "--label", "7") == 0
+    assert "id 331" in capsys.readouterr().out
+    assert len(open_sharded(out).table) == 332
+
+
+def test_cli_evaluate_agrees_with_the_unsharded_bundle(pair, tmp_path, capsys):
+    _, _, d = pair
+    reports = []
+    for name in ("plain", "sharded"):
+        argv = ["evaluate", d / name, "--limit", "40", "--mp-limit", "3", "--backends", "exact"]
+        assert _cli(*argv, "--out", tmp_path / name) == 0
+        reports.append(json.loads((tmp_path / name / "report.json").read_text()))
+    capsys.readouterr()
+    for section in ("classification", "reconstruction", "noise"):
+        assert _scores(reports[0][section]) == _scores(reports[1][section]), section
+
+
+def _scores(obj):
+    """A report section without its timings (which differ run to run)."""
+    timed = ("ms_per", "qps", "seconds")
+    if isinstance(obj, dict):
+        return {k: _scores(v) for k, v in obj.items() if not any(t in k for t in timed)}
+    if isinstance(obj, list):
+        return [_scores(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def test_service_serves_a_sharded_bundle_without_ray(built, data, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from sdr_service import Settings, create_app
+
+    root = tmp_path / "b"
+    shutil.copytree(built(3), root, symlinks=True)
+    bundle = open_sharded(root)
+    auth = {"Authorization": "Bearer k-123"}
+    with TestClient(create_app(Settings(bundle=root, api_key="k-123"))) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        assert c.get("/v1/info").json()["bundle"]["n_items"] == 331
+        pixels = data["test"][3].tolist()
+        r = c.post("/v1/search?k=5", json={"pixels": pixels})
+        ids, ov = bundle.index.query(bundle.encode(data["test"][3:4]), 5)
+        assert r.json()["ids"] == ids[0].tolist()
+        item = c.get("/v1/items/301").json()
+        assert item["label"] == int(data["labels"][301])
+        assert np.array_equal(np.array(item["pixels"]), data["images"][301])
+        assert c.post("/v1/reconstruct?k=3", json={"pixels": pixels}).status_code == 200
+        new = np.roll(data["images"][50], 2, axis=0)
+        r = c.post(
+            "/v1/items", json={"items": [{"pixels": new.tolist(), "label": 4}]}, headers=auth
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["ids"] == [331]
+        assert c.get("/v1/items/331").json()["label"] == 4
+        assert c.get("/v1/info").json()["bundle"]["n_items"] == 332
+    assert len(open_sharded(root).table) == 332
