@@ -513,7 +513,11 @@ def rollback(
         target = _rollback_target(state, to)
         vdir = root / target
         with bundle_errors(vdir, "name another version with --to (`sdrindex versions`)"):
-            check_files(vdir, _read_manifest(vdir), hashes=True)
+            # the top level of a sharded bundle is versioned the same way (its shards are
+            # checked when it is opened)
+            fmt = state.versions[target].get("format", FORMAT)
+            needed = ("sp.npz",) if fmt == SHARDED_FORMAT else None
+            check_files(vdir, _read_manifest(vdir, fmt), hashes=True, needed=needed)
         if target != state.live:
             with bundle_errors(root, "try again"):
                 swap_symlink(root / CURRENT, target)

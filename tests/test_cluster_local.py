@@ -486,3 +486,17 @@ def test_service_serves_a_sharded_bundle_without_ray(built, data, tmp_path):
         assert c.get("/v1/items/331").json()["label"] == 4
         assert c.get("/v1/info").json()["bundle"]["n_items"] == 332
     assert len(open_sharded(root).table) == 332
+
+
+def test_rollback_of_a_sharded_rebuild(built, data, tmp_path):
+    from sdrindex.bundle import rollback
+
+    root = tmp_path / "b"
+    shutil.copytree(built(2), root, symlinks=True)
+    _build(data, root, 2, limit=200)  # a rebuild (`build --force`) with fewer items
+    assert len(open_sharded(root).table) == 200
+    was, now = rollback(root)
+    assert was != now and len(inspect_bundle(root).versions) == 2
+    back = open_sharded(root)  # the shards' live versions belong to the other build: pinned
+    assert len(back.table) == 331
+    assert np.array_equal(np.asarray(back.table.images), data["images"])
