@@ -500,3 +500,15 @@ def test_rollback_of_a_sharded_rebuild(built, data, tmp_path):
     back = open_sharded(root)  # the shards' live versions belong to the other build: pinned
     assert len(back.table) == 331
     assert np.array_equal(np.asarray(back.table.images), data["images"])
+
+
+def test_two_writers_lose_nothing(built, data, tmp_path):
+    root = tmp_path / "b"
+    shutil.copytree(built(3), root, symlinks=True)
+    first, second = open_sharded(root), open_sharded(root)  # two server processes, say
+    a, b = data["images"][60:62], data["images"][62:65]
+    assert first.add(a, np.array([1, 2])).tolist() == [331, 332]
+    assert second.add(b, np.array([3, 4, 5])).tolist() == [333, 334, 335]  # after first's
+    again = open_sharded(root)
+    assert len(again.table) == 336
+    assert np.array_equal(again.table.get(np.arange(331, 336)).images, np.concatenate([a, b]))

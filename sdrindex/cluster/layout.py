@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -142,8 +143,6 @@ def is_sharded(path: str | Path) -> bool:
     try:
         _root, vdir = _top_root(path)
         with open(vdir / MANIFEST, encoding="utf-8") as fh:
-            import json
-
             return json.load(fh).get("format") == SHARDED_FORMAT
     except (BundleError, OSError, ValueError, AttributeError):
         return False
