@@ -96,6 +96,7 @@ __all__ = [
     "check_labels_arg",
     "clean_leftovers",
     "inspect_bundle",
+    "library_versions",
     "new_version_name",
     "read_manifest",
     "resolve_version",
@@ -105,7 +106,8 @@ __all__ = [
 ]
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of sdrindex and the libraries its files depend on (for manifests)."""
     import numba
 
     import sdrindex
@@ -288,7 +290,7 @@ class Bundle:
             "format_version": FORMAT_VERSION,
             "created": created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "previous": previous,
-            "versions": _versions(),
+            "versions": library_versions(),
             "sp_params": self.sp.nupic_params(),
             "encoder": self.encoder,
             "dataset": self.dataset,

@@ -355,7 +355,7 @@ def save_sharded(
 def _top_manifest(
     meta: dict[str, Any], entries: list[ShardEntry], files: dict[str, Any], previous: str | None
 ) -> dict[str, Any]:
-    from sdrindex.bundle import FORMAT_VERSION
+    from sdrindex.bundle import FORMAT_VERSION, library_versions
 
     return {
         "format": SHARDED_FORMAT,
@@ -363,6 +363,7 @@ def _top_manifest(
         "kind": "sharded",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "previous": previous,
+        "versions": library_versions(),
         **meta,
         "n_shards": len(entries),
         "rule": RULE,
@@ -397,8 +398,8 @@ def pin_live_shards(path: str | Path, keep_versions: int = 2) -> Path:
         k: v
         for k, v in layout.manifest.items()
         if k
-        not in {"format", "format_version", "kind", "created", "previous", "n_shards", "rule",
-                "n_items", "has_decoder", "files", "shards"}
+        not in {"format", "format_version", "kind", "created", "previous", "versions",
+                "n_shards", "rule", "n_items", "has_decoder", "files", "shards"}
     }  # fmt: skip
     dec = layout.vdir / _DECODER
     return save_sharded(
