@@ -365,11 +365,8 @@ def nn_descent(
     n_orders = _N_MINHASH_SORTS if n_starts is None else int(n_starts)
     orders = _start_orders(words, n_bits, n_orders, seed, n_thr)
     perm = None
-    if large:
-        # work on the rows in the first min-hash order: a local join reads the rows of a
-        # vertex's neighbours, which that order tends to keep near each other in memory
-        perm, orders = _locality_first(orders, n_orders)
-        words, counts = words[perm], counts[perm]
+    if large:  # rows in the first min-hash order: a join's rows lie nearer in memory
+        perm, orders, words, counts = _locality_first(orders, n_orders, words, counts)
     run_ranges(
         lambda lo, hi: _start_rows(
             np.int64(lo), np.int64(hi), words, counts, hamming, np.int64(seed), orders,
@@ -407,16 +404,21 @@ def nn_descent(
 
 
 def _locality_first(
-    orders: NDArray[np.int64], n_orders: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(perm, orders renumbered): vertex perm[t] becomes t, t its rank in the first order."""
+    orders: NDArray[np.int64], n_orders: int, words: NDArray[np.uint64], counts: NDArray
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint64], NDArray]:
+    """(perm, orders, words, counts) renumbered: vertex perm[t] becomes t, its rank in the
+    first order.
+
+    A local join reads the rows of a vertex's neighbours; in that order similar rows, so
+    often a vertex's neighbours, lie near each other in memory.
+    """
     perm = orders[0].copy()
     rank = orders[n_orders]  # rank[v] = position of v in the first order
     out = np.empty_like(orders)
     for h in range(n_orders):
         out[h] = rank[orders[h]]
         out[h + n_orders] = orders[h + n_orders][perm]
-    return perm, out
+    return perm, out, words[perm], counts[perm]
 
 
 def _renumbered(
