@@ -15,6 +15,7 @@ Results come back as the shards finish, in any order; the list returned is in jo
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,17 +48,19 @@ def ray_runner(
     -------
     callable
         ``run_jobs(fn, jobs, progress) -> list`` of ``fn(job)`` in the order of ``jobs``.
-        ``progress`` true draws one tqdm bar over all the shards on stderr.
+        It draws one tqdm bar over all the shards on stderr as they finish (none when
+        ``progress`` is False) and calls ``progress(result)`` per finished job when it is
+        callable.
     """
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
 
-    def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], progress: Any = True) -> list[Any]:
+    def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], progress: Any = None) -> list[Any]:
         ray = connect(address)
-        task = ray.remote(fn).options(
+        task = ray.remote(_run_job).options(
             max_retries=max_retries, retry_exceptions=False, num_cpus=num_cpus
         )
-        refs = [task.remote(job) for job in jobs]
+        refs = [task.remote(fn, job) for job in jobs]
         order = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
         bar = _bar(len(refs), progress)
@@ -66,9 +69,12 @@ def ray_runner(
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    results[order[ref]] = ray.get(ref)  # a job's own error is raised here
+                    result = ray.get(ref)  # a job's own error is raised here
+                    results[order[ref]] = result
                     if bar is not None:
                         bar.update(1)
+                    if callable(progress):
+                        progress(result)
         except BaseException:
             for ref in pending:  # a failed build: nothing more is written in its name
                 ray.cancel(ref, force=True)
@@ -81,9 +87,31 @@ def ray_runner(
     return run_jobs
 
 
+def _run_job(fn: Callable[..., Any], job: Any) -> Any:
+    """One job on a worker; a shard build gets the worker's SP, loaded once per process."""
+    from sdrindex.cluster.build import build_shard
+
+    sp_file = getattr(job, "sp_file", None)
+    if fn is build_shard and sp_file:
+        return build_shard(job, _worker_sp(str(sp_file)))
+    return fn(job)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_sp(path: str) -> Any:
+    """The SP of ``path``, kept for the worker process's next shard of the same build.
+
+    Ray reuses a worker process for the next task, so a worker building several shards of
+    one build loads ``sp.npz`` (megabytes, checked) once; a new build's SP is a new path.
+    """
+    from sdrindex.sp import SpatialPooler
+
+    return SpatialPooler.load(path)
+
+
 def _bar(total: int, progress: Any) -> Any:
-    """A tqdm bar over the shards (None without progress)."""
-    if not progress:
+    """A tqdm bar over the shards (None when ``progress`` is False)."""
+    if progress is False:
         return None
     from tqdm import tqdm
 

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sdrindex.cluster.layout import ShardedLayout, pin_live_shards
 
+from sdrindex.bundle import check_labels_arg, update_lock
 from sdrindex.cluster.ray_connect import connect, import_ray
 from sdrindex.errors import ParameterError, ShardUnavailableError
 
@@ -131,12 +133,14 @@ class RayShardSet:
 
     def __init__(
         self,
+        root: str | Path,
         shards: list[_Shard],
         *,
         timeout_s: float = QUERY_TIMEOUT_S,
         add_timeout_s: float = ADD_TIMEOUT_S,
     ) -> None:
         self._ray = import_ray()
+        self.root = Path(root)
         self._shards = shards
         self.timeout_s = float(timeout_s)
         self.add_timeout_s = float(add_timeout_s)
@@ -187,8 +191,6 @@ class RayShardSet:
         -------
         RayShardSet
         """
-        from sdrindex.cluster.layout import ShardedLayout
-
         if replicas < 1:
             raise ParameterError(f"--replicas must be >= 1, got {replicas}")
         layout = ShardedLayout.load(path, verify=False)  # the actors verify their own files
@@ -203,10 +205,10 @@ class RayShardSet:
             opts["resources"] = dict(resources)
         remote = ray.remote(ShardActor).options(**opts)
         n = int(layout.n_shards)
-        root = str(Path(path).resolve())
+        root = str(Path(layout.root).resolve())
         actors = [[remote.remote(root, s, n, verify) for _ in range(replicas)] for s in range(n)]
         shards = [_Shard(s, actors[s], 0) for s in range(n)]
-        out = cls(shards, timeout_s=timeout_s)
+        out = cls(root, shards, timeout_s=timeout_s)
         out._wait_started(start_timeout_s)
         return out
 
@@ -297,9 +299,16 @@ class RayShardSet:
     def add(self, images: NDArray[np.uint8], labels: NDArray[np.int64] | None) -> NDArray[np.int64]:
         """Append items: item ``j`` gets id ``n_items + j`` and goes to shard ``id % n``.
 
-        Each owning shard saves its new version durably before this returns. Adds are
-        serialised (the next id depends on the previous add). Every owning shard is
-        checked first, so an add is refused whole (nothing written) when one is missing.
+        Each owning shard's actor encodes its items and saves its new version durably
+        before this returns; then the top level pins the shards' new versions. Adds are
+        serialised (here and, through the bundle's update lock, with other writers). Every
+        owning shard is asked first, so an add is refused whole, nothing written, when one
+        is missing.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (n, H, W)
+        labels : ndarray of int64, shape (n,), or None
 
         Returns
         -------
@@ -307,24 +316,56 @@ class RayShardSet:
             The new items' global ids.
         """
         images = np.asarray(images)
+        if images.ndim != 3 or images.shape[0] == 0:
+            raise ParameterError(f"images must have shape (n, height, width), got {images.shape}")
         m = int(images.shape[0])
-        with self._add_lock:
+        labels = check_labels_arg(labels, m)
+        with self._add_lock, update_lock(self.root):
+            self._refresh_counts()  # another writer may have added since
             first = self.n_items
             ids = first + np.arange(m, dtype=np.int64)
             owners = ids % self.n_shards
-            wanted = [s for s in range(self.n_shards) if np.any(owners == s)]
-            self._scatter("status", (), self.timeout_s, only=wanted)  # all there, or nothing
-            out = np.empty(m, dtype=np.int64)
+            # in the order of each shard's first new id: a failure leaves the lowest ids saved
+            wanted = sorted({int(s) for s in owners}, key=lambda s: (s - first) % self.n_shards)
             for s in wanted:
-                sel = owners == s
-                lab = None if labels is None else np.asarray(labels)[sel]
-                got = self._call_one(
-                    self._shards[s], "add", (images[sel], lab, int(ids[sel][0])), self.add_timeout_s
-                )
-                out[sel] = got
-                self._shards[s].n_items += int(sel.sum())
-                self._reload_replicas(self._shards[s])
-            return out
+                sel = np.flatnonzero(owners == s)
+                lab = None if labels is None else labels[sel]
+                self._add_to(self._shards[s], images[sel], lab, int(ids[sel[0]]))
+            pin_live_shards(self.root)
+        return ids
+
+    def _refresh_counts(self) -> None:
+        """Every shard's item count, from its actor (all must answer: ids depend on them)."""
+        answers = self._scatter("status", (), self.timeout_s)
+        for sh, st in zip(self._shards, answers, strict=True):
+            sh.n_items = int(st["n_items"])
+
+    def _add_to(
+        self, sh: _Shard, images: NDArray[np.uint8], labels: NDArray[np.int64] | None, first: int
+    ) -> None:
+        """One shard's part of an add, on one replica, without failover to another.
+
+        Two replicas writing the same ids would race for the shard's next version. A call
+        whose answer is lost (the actor died after its save; Ray re-sends it, and the
+        restarted actor refuses ids it holds already) is settled by the shard's count.
+        """
+        ray = self._ray
+        before = sh.n_items
+        ref = sh.order()[0].add.remote(images, labels, first)
+        try:
+            ray.get(ref, timeout=self.add_timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ShardUnavailableError(
+                [sh.index], f"its save did not finish within {self.add_timeout_s:g} s"
+            ) from exc
+        except ray.exceptions.RayError as exc:
+            now = self._scatter("status", (), self.timeout_s, only=[sh.index])[0]["n_items"]
+            if int(now) != before + images.shape[0]:
+                if isinstance(exc, ray.exceptions.RayTaskError):
+                    raise _task_error(exc) from None
+                raise ShardUnavailableError([sh.index], _cause(exc)) from exc
+        sh.n_items = before + int(images.shape[0])
+        self._reload_replicas(sh)
 
     def _reload_replicas(self, sh: _Shard) -> None:
         """The other replicas of a shard that just saved a version open that version."""
@@ -459,10 +500,6 @@ class RayShardSet:
     ) -> None:
         if queues[s]:
             inflight[getattr(queues[s].pop(0), method).remote(*args)] = s
-
-    def _call_one(self, sh: _Shard, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
-        """``method`` on the first replica of ``sh`` that answers (a write goes to one)."""
-        return self._scatter(method, {sh.index: args}, timeout_s, only=[sh.index])[0]
 
 
 def _cancel(ray: Any, ref: Any) -> None:
