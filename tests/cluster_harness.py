@@ -80,6 +80,10 @@ def _script(tmp: Path, pytest_args: list[str]) -> str:
     return f"""
 set -u
 ip link set lo up
+# A lost node is declared dead after ~1.5 s (Ray's default: ~15 s), so the node test's
+# shard comes back soon after its node does.
+export RAY_health_check_period_ms=500 RAY_health_check_failure_threshold=3
+export RAY_health_check_timeout_ms=500 RAY_health_check_initial_delay_ms=1000
 t0=$(date +%s%N)
 {head} > {tmp}/head.log 2>&1 || {{ echo "ray start --head failed:"; cat {tmp}/head.log; exit 90; }}
 {worker} > {tmp}/worker.log 2>&1 ||
