@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import os
-import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,52 +49,60 @@ from sdrindex._store import (
     LockBusyError,
     atomic_dir,
     bundle_errors,
-    check_format,
-    data_error,
     file_lock,
-    read_json,
     reading,
     remove_quietly,
     sha256_file,
     swap_symlink,
     write_json,
 )
-from sdrindex.errors import BundleError, DataError, ParameterError, SDRIndexError
+from sdrindex._versions import (
+    _REBUILD,
+    _VERSION_RE,
+    CURRENT,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PARTIAL_MARKER,
+    SHARDED_FORMAT,
+    SHARDS_DIR,
+    UPDATE_LOCK,
+    WRITER_LOCK,
+    BundleDir,
+    Version,
+    _read_manifest,
+    check_files,
+    inspect_bundle,
+    read_manifest,
+    resolve_version,
+)
+from sdrindex.errors import BundleError, ParameterError, SDRIndexError
 
 __all__ = [
+    "CURRENT",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PARTIAL_MARKER",
+    "SHARDED_FORMAT",
+    "SHARDS_DIR",
+    "UPDATE_LOCK",
+    "WRITER_LOCK",
     "Bundle",
     "BundleDir",
     "LockBusyError",
     "Version",
+    "check_files",
     "check_labels_arg",
     "clean_leftovers",
     "inspect_bundle",
+    "new_version_name",
+    "read_manifest",
     "resolve_version",
     "rollback",
     "update_lock",
+    "write_version",
 ]
-
-FORMAT = "sdrindex-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-CURRENT = "current"
-#: Lock file of the writer swapping versions (held by :meth:`Bundle.save` only).
-WRITER_LOCK = ".lock"
-#: Lock file held across a whole read-add-save cycle (``sdrindex add``, the service's
-#: ``POST /v1/items``), so that two updaters never lose one another's items.
-UPDATE_LOCK = ".update.lock"
-_REBUILD = "rebuild the bundle with `sdrindex build`"
-#: Versions this module writes: ``v-<UTC time>-<6 hex digits>``.
-_VERSION_NAME = r"v-\d{8}T\d{6,12}Z-[0-9a-f]{6}"
-_VERSION_RE = re.compile(_VERSION_NAME)
-_PARTIAL_RE = re.compile(r"\.tmp-" + _VERSION_NAME)
-_STAGED_RE = re.compile(rf"\.{CURRENT}-[0-9a-f]{{6}}")
-#: File inside a version being written: the folder is an unfinished save of ours.
-PARTIAL_MARKER = ".sdrindex-partial"
-_PART_NAMES = frozenset({"sp.npz", "table", "index", "decoder", MANIFEST, PARTIAL_MARKER})
-#: Files Bundle.load reads in every version, whatever the manifest lists.
-_NEEDED = ("sp.npz", "table/table.json", "index/index.json")
-_DECODER = "decoder/weights.npz"
 
 
 def _versions() -> dict[str, str]:
@@ -157,22 +164,6 @@ def _locked(
         yield
 
 
-def resolve_version(path: str | Path) -> Path:
-    """The directory of the live version of a bundle (or ``path`` itself if it is one)."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        return path
-    current = path / CURRENT
-    if current.is_symlink() or current.exists():
-        target = current.resolve()
-        if (target / MANIFEST).is_file():
-            return target
-        raise BundleError(f"{current}: points to {target}, which has no {MANIFEST}")
-    if not path.exists():
-        raise BundleError(f"{path}: no such bundle; build one with `sdrindex build --out {path}`")
-    raise BundleError(f"{path}: not a bundle (no {CURRENT} link and no {MANIFEST})")
-
-
 @dataclass
 class Bundle:
     """A Spatial Pooler, its training table, the SDR index and (optionally) a decoder."""
@@ -185,6 +176,10 @@ class Bundle:
     decoder: dict[str, NDArray] | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: When set, ``save`` copies this file as ``sp.npz`` instead of saving ``sp`` (which
+    #: must be the SP it holds): the bytes stay identical, which a sharded bundle checks
+    #: (``np.savez`` stamps the time into the archive).
+    sp_file: Path | None = None
 
     # ------------------------------------------------------------------ encoding
     @property
@@ -228,7 +223,15 @@ class Bundle:
         return ids
 
     # ------------------------------------------------------------------ save
-    def save(self, path: str | Path, keep_versions: int = 2, *, switch: bool = True) -> Path:
+    def save(
+        self,
+        path: str | Path,
+        keep_versions: int = 2,
+        *,
+        switch: bool = True,
+        version: str | None = None,
+        created: str | None = None,
+    ) -> Path:
         """Write the bundle atomically as a new version of ``path``; returns its directory.
 
         Parameters
@@ -243,6 +246,10 @@ class Bundle:
         switch : bool
             Make the new version live (default). False writes it beside the live one, which
             stays live; ``rollback(path, to=name)`` switches to it later.
+        version, created : str, optional
+            The new version's name (``v-<UTC time>-<6 hex>``; it must not exist yet) and the
+            manifest's creation time. Default: now. A sharded build gives every shard the
+            build's name and time, so that a shard written twice is byte-identical.
 
         Raises
         ------
@@ -250,36 +257,21 @@ class Bundle:
             When the bundle cannot be written (permission, disk full), naming the file; the
             previous version stays live.
         """
-        if keep_versions < 1:
-            raise ParameterError(f"keep_versions must be >= 1, got {keep_versions}")
-        root = Path(path)
-        with bundle_errors(root, "save it again"):
-            root.mkdir(parents=True, exist_ok=True)
-        with _locked(root, WRITER_LOCK):
-            _clean_locked(root)
-            before = inspect_bundle(root)
-            current = root / CURRENT
-            if switch and before.link is None and (current.exists() or current.is_symlink()):
-                raise BundleError(
-                    f"{current}: not a link to a version written by sdrindex, so it is not "
-                    "replaced; move it away, or save the bundle in another folder"
-                )
-            live = before.live
-            stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            name = f"v-{stamp}-{secrets.token_hex(3)}"
-            with bundle_errors(root, "save it again"):
-                with atomic_dir(root / name, tmp_prefix=".tmp-") as tmp:
-                    write_json(tmp / PARTIAL_MARKER, {"format": f"{FORMAT}-partial"})
-                    self._write(tmp, previous=live)
-                    (tmp / PARTIAL_MARKER).unlink()
-                if switch:
-                    swap_symlink(root / CURRENT, name)
-            _prune(root, keep_versions, protect={name})
-        self.path = root / name
+        self.path = write_version(
+            path,
+            lambda out, previous: self._write(out, previous, created),
+            keep_versions,
+            switch=switch,
+            name=version,
+        )
         return self.path
 
-    def _write(self, out: Path, previous: str | None = None) -> None:
-        self.sp.save(out / "sp.npz")
+    def _write(self, out: Path, previous: str | None = None, created: str | None = None) -> None:
+        if self.sp_file is not None:
+            with bundle_errors(out, "save it again"):
+                shutil.copyfile(self.sp_file, out / "sp.npz")
+        else:
+            self.sp.save(out / "sp.npz")
         self.table.save(out / "table")
         self.index.save(out / "index")
         if self.decoder:
@@ -294,7 +286,7 @@ class Bundle:
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "created": created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "previous": previous,
             "versions": _versions(),
             "sp_params": self.sp.nupic_params(),
@@ -372,94 +364,6 @@ class Bundle:
         }
 
 
-def _read_manifest(vdir: Path) -> dict[str, Any]:
-    """The checked manifest of the version ``vdir`` (DataError naming it when it is bad)."""
-    mpath = vdir / MANIFEST
-    fix = "rebuild the bundle with this version of sdrindex"
-    manifest = check_format(
-        read_json(mpath, fix), mpath, FORMAT, FORMAT_VERSION, fix, version_key="format_version"
-    )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise data_error(mpath, "the manifest lists no files", fix)
-    return manifest
-
-
-def check_files(vdir: Path, manifest: dict[str, Any], hashes: bool = True) -> None:
-    """Check the version folder ``vdir`` against its ``manifest``: confined, complete, intact.
-
-    Every entry is a relative path inside ``vdir`` (no absolute path, no ``..``, no link);
-    the files loading always reads are listed; every file in the folder is listed; each
-    listed file is there with its size and, when ``hashes``, its SHA-256. Raises
-    :class:`DataError` naming the manifest and the entry, or the file.
-    """
-    mpath = vdir / MANIFEST
-    files = manifest["files"]
-    expected = {rel: _entry(vdir, mpath, rel, info) for rel, info in files.items()}
-    needed = _NEEDED + ((_DECODER,) if manifest.get("has_decoder") else ())
-    for rel in needed:
-        if rel not in files:
-            raise data_error(mpath, f"lists no {rel}, which loading the bundle reads", _REBUILD)
-    _check_listed(vdir, files)
-    for f, size, digest in expected.values():
-        if not f.is_file():
-            raise data_error(f, "missing from the bundle", _REBUILD)
-        if f.stat().st_size != size:
-            raise data_error(
-                f, f"size {f.stat().st_size} bytes, the manifest says {size} (truncated or "
-                "replaced)", _REBUILD
-            )  # fmt: skip
-        if hashes and sha256_file(f) != digest:
-            raise data_error(f, "checksum mismatch (corrupted)", _REBUILD)
-
-
-def _entry(vdir: Path, mpath: Path, rel: Any, info: Any) -> tuple[Path, int, str]:
-    """(file, size, sha256) of one manifest entry, refusing a path that leaves ``vdir``."""
-    parts = rel.split("/") if isinstance(rel, str) else [""]
-    if (
-        not isinstance(rel, str)
-        or rel.startswith("/")
-        or "\\" in rel
-        or "\0" in rel
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise data_error(
-            mpath,
-            f"the entry {rel!r} is not a relative path inside the version folder (absolute, "
-            "empty or with '..')",
-            _REBUILD,
-        )
-    f = vdir / rel
-    if not f.resolve().is_relative_to(vdir.resolve()):
-        raise data_error(mpath, f"the entry {rel!r} leads outside the version folder", _REBUILD)
-    try:
-        size, digest = int(info["size"]), str(info["sha256"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise data_error(mpath, f"bad entry for {rel!r} (size, sha256)", _REBUILD) from exc
-    if size < 0:
-        raise data_error(mpath, f"bad entry for {rel!r}: negative size {size}", _REBUILD)
-    return f, size, digest
-
-
-def _check_listed(vdir: Path, files: dict[str, Any]) -> None:
-    """No link anywhere in ``vdir`` and no file that the manifest does not list."""
-    for dirpath, dirnames, filenames in os.walk(vdir):
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            if p.is_symlink():
-                raise data_error(
-                    p, f"a symbolic link (to {os.readlink(p)}); a bundle version holds plain "
-                    "files only", _REBUILD
-                )  # fmt: skip
-        for name in filenames:
-            p = Path(dirpath, name)
-            rel = p.relative_to(vdir).as_posix()
-            if rel != MANIFEST and rel not in files:
-                raise data_error(
-                    p, "not listed in the bundle's manifest, so it cannot be verified", _REBUILD
-                )
-
-
 def _load_decoder(dfile: Path) -> dict[str, NDArray] | None:
     if not dfile.is_file():
         return None
@@ -479,150 +383,62 @@ def check_labels_arg(labels: ArrayLike | None, n: int) -> NDArray[np.int64] | No
     return arr.astype(np.int64)
 
 
-# ============================================================================ versions
+# ============================================================================ writing versions
 
 
-@dataclass(frozen=True)
-class Version:
-    """One version of a bundle written by sdrindex (for listings: ``sdrindex versions``)."""
-
-    name: str
-    created: str | None
-    n_items: int | None
-    previous: str | None
-    live: bool
+def new_version_name() -> str:
+    """A fresh version name, ``v-<UTC time to the microsecond>-<6 random hex digits>``."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"v-{stamp}-{secrets.token_hex(3)}"
 
 
-@dataclass
-class BundleDir:
-    """What a bundle directory holds, sorted into what sdrindex wrote and what it did not.
+def write_version(
+    path: str | Path,
+    write: Callable[[Path, str | None], None],
+    keep_versions: int = 2,
+    *,
+    switch: bool = True,
+    name: str | None = None,
+) -> Path:
+    """Write a new version of the versioned directory ``path`` atomically; returns it.
 
-    Attributes
-    ----------
-    path : Path
-        The directory.
-    exists : bool
-        Whether anything is at ``path``.
-    is_version : bool
-        ``path`` is itself one version (it holds ``manifest.json``), not a bundle directory.
-    link : str or None
-        The version name that the ``current`` link names (None: no link, or a ``current``
-        that sdrindex did not write, which counts as foreign).
-    live : str or None
-        The live version: ``link``, when it names one of ``versions``. A bundle exists at
-        ``path`` only when this is set.
-    versions : dict
-        Our versions (name pattern and a valid manifest), name -> manifest.
-    leftovers : list of Path
-        What an interrupted save of ours left: ``.tmp-v-...`` folders holding only our part
-        names (or our marker), ``.current-xxxxxx`` links naming a version.
-    foreign : list of Path
-        Everything else: never written, moved or removed by sdrindex.
+    The one writer of versions: :meth:`Bundle.save` and the top level of a sharded bundle
+    (:mod:`sdrindex.cluster.layout`) both call it. Under the writer lock it removes our
+    leftovers, calls ``write(tmp, previous_live)`` to fill a temporary folder (which must end
+    up holding ``manifest.json``), renames it to ``name`` (default :func:`new_version_name`),
+    swaps ``current`` when ``switch`` and prunes versions as :meth:`Bundle.save` describes.
     """
-
-    path: Path
-    exists: bool
-    is_version: bool = False
-    link: str | None = None
-    live: str | None = None
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    leftovers: list[Path] = field(default_factory=list)
-    foreign: list[Path] = field(default_factory=list)
-
-    @property
-    def vacant(self) -> bool:
-        """Nothing here but what an unfinished first build of ours left: a build may start."""
-        if not self.exists:
-            return True
-        return not self.is_version and self.link is None and not self.foreign
-
-    def previous(self, name: str) -> str | None:
-        """The version that was live when ``name`` was saved, if it is still here.
-
-        Manifests written before this field existed have no ``previous``: the next older
-        version by name (the names sort by time) stands in for it.
-        """
-        manifest = self.versions.get(name, {})
-        if "previous" in manifest:
-            prev = manifest["previous"]
-            return prev if isinstance(prev, str) and prev in self.versions else None
-        older = sorted(v for v in self.versions if v < name)
-        return older[-1] if older else None
-
-    def lineage(self, name: str, n: int) -> list[str]:
-        """``name`` and up to ``n - 1`` of the versions before it, newest first."""
-        chain: list[str] = []
-        current: str | None = name
-        while current is not None and current not in chain and len(chain) < n:
-            chain.append(current)
-            current = self.previous(current)
-        return chain
-
-    def listing(self) -> list[Version]:
-        """Our versions, newest first."""
-        return [
-            Version(
-                name=name,
-                created=m.get("created"),
-                n_items=m.get("n_items"),
-                previous=self.previous(name),
-                live=name == self.live,
-            )
-            for name, m in sorted(self.versions.items(), reverse=True)
-        ]
-
-
-def inspect_bundle(path: str | Path) -> BundleDir:
-    """Sort what is at ``path`` into our versions, our leftovers and everything else.
-
-    Reads names, links and manifests only (no checksum): a version whose manifest does not
-    parse is not recognised as ours, and is therefore never pruned.
-    """
+    if keep_versions < 1:
+        raise ParameterError(f"keep_versions must be >= 1, got {keep_versions}")
+    if name is not None and not _VERSION_RE.fullmatch(name):
+        raise ParameterError(
+            f"a version name looks like v-20261130T150000123456Z-3f2a1c, got {name!r}"
+        )
     root = Path(path)
-    if not root.exists() and not root.is_symlink():
-        return BundleDir(root, exists=False)
-    if not root.is_dir():
-        return BundleDir(root, exists=True, foreign=[root])
-    state = BundleDir(root, exists=True, is_version=(root / MANIFEST).is_file())
-    with bundle_errors(root, "check that you may read the folder"):
-        entries = sorted(root.iterdir())
-    for entry in entries:
-        name = entry.name
-        if name in (WRITER_LOCK, UPDATE_LOCK) and entry.is_file() and not entry.is_symlink():
-            continue
-        if name == CURRENT and entry.is_symlink():
-            target = os.readlink(entry).rstrip("/")
-            if _VERSION_RE.fullmatch(target):  # a link of ours names a version beside it
-                state.link = target
-                continue
-        if _VERSION_RE.fullmatch(name) and entry.is_dir() and not entry.is_symlink():
-            manifest = _our_manifest(entry)
-            if manifest is not None:
-                state.versions[name] = manifest
-                continue
-        (state.leftovers if _is_leftover(entry) else state.foreign).append(entry)
-    if state.link is not None:
-        state.live = state.link if state.link in state.versions else None
-    return state
+    with bundle_errors(root, "save it again"):
+        root.mkdir(parents=True, exist_ok=True)
+    with _locked(root, WRITER_LOCK):
+        _clean_locked(root)
+        before = inspect_bundle(root)
+        current = root / CURRENT
+        if switch and before.link is None and (current.exists() or current.is_symlink()):
+            raise BundleError(
+                f"{current}: not a link to a version written by sdrindex, so it is not "
+                "replaced; move it away, or save the bundle in another folder"
+            )
+        name = name or new_version_name()
+        with bundle_errors(root, "save it again"):
+            with atomic_dir(root / name, tmp_prefix=".tmp-") as tmp:
+                write_json(tmp / PARTIAL_MARKER, {"format": f"{FORMAT}-partial"})
+                write(tmp, before.live)
+                (tmp / PARTIAL_MARKER).unlink()
+            if switch:
+                swap_symlink(root / CURRENT, name)
+        _prune(root, keep_versions, protect={name})
+    return root / name
 
 
-def _our_manifest(vdir: Path) -> dict[str, Any] | None:
-    try:
-        return _read_manifest(vdir)
-    except DataError:
-        return None
-
-
-def _is_leftover(entry: Path) -> bool:
-    """An interrupted save's temporary folder or staged link: our name and our contents."""
-    try:
-        if _STAGED_RE.fullmatch(entry.name):
-            return entry.is_symlink() and _VERSION_RE.fullmatch(os.readlink(entry)) is not None
-        if _PARTIAL_RE.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
-            return all(p.name in _PART_NAMES and not p.is_symlink() for p in entry.iterdir())
-    except OSError:
-        return False
-    return False
+# ============================================================================ versions
 
 
 def _clean_locked(root: Path) -> list[Path]:

@@ -224,6 +224,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
     from sdrindex.sp import sp_from_config, threshold_for
 
+    if args.shards > 1 or args.ray:
+        from sdrindex import _cli_sharded
+
+        return _cli_sharded.build(args, _check_build_target, _waiting)
+    if args.learn_limit or args.workers != 1:
+        raise ParameterError("--learn-limit and --workers go with --shards N (N > 1)")
     _check_build_target(args.out, args.force)  # before any long work
     sp = sp_from_config(args.config)  # validate the config before any long work
     threshold = threshold_for(args.config) if args.threshold is None else args.threshold
@@ -321,6 +327,11 @@ def cmd_add(args: argparse.Namespace) -> int:
             images_list.append(imgs)
             names += nm
     images = np.concatenate(images_list)
+    from sdrindex._cli_sharded import add as add_sharded
+    from sdrindex.cluster import is_sharded
+
+    if is_sharded(args.dir):
+        return add_sharded(args, images, names)
     # another add (CLI or service) waits; none is lost
     with update_lock(args.dir, args.lock_timeout, _waiting(args.dir)):
         bundle = Bundle.load(args.dir)
@@ -340,10 +351,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import json
 
-    from sdrindex.bundle import Bundle
+    from sdrindex._cli_sharded import open_any
 
     images, names = _load_query_images(args.images)
-    bundle = Bundle.load(args.dir)
+    bundle = open_any(args.dir, args.ray)
     sdrs = bundle.encode(images)
     ids, overlaps = bundle.index.query(sdrs, args.k)
     labels = bundle.table.labels
@@ -380,9 +391,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import json
 
-    from sdrindex.bundle import Bundle, inspect_bundle
+    from sdrindex._cli_sharded import open_any
+    from sdrindex.bundle import inspect_bundle
 
-    bundle = Bundle.load(args.dir, verify=not args.no_verify)
+    bundle = open_any(args.dir, verify=not args.no_verify)
     summary = bundle.summary()
     summary["bundle_versions"] = [vars(v) for v in inspect_bundle(args.dir).listing()]
     print(json.dumps(summary, indent=2))
@@ -390,14 +402,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sdrindex.bundle import Bundle
+    from sdrindex._cli_sharded import open_any
     from sdrindex.evaluate import evaluate, write_report
     from sdrindex.index import BACKENDS
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     if not backends or any(b not in BACKENDS for b in backends):
         raise ParameterError(f"--backends takes a comma-separated subset of {', '.join(BACKENDS)}")
-    bundle = Bundle.load(args.dir)
+    bundle = open_any(args.dir, args.ray)
     report = evaluate(
         bundle,
         limit=args.limit or None,
@@ -513,6 +525,22 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         help="when --out already holds a bundle: build a new version and make it live (the "
         "current one is kept; `sdrindex rollback` brings it back)",
     )
+    b.add_argument(
+        "--shards",
+        type=_positive,
+        default=1,
+        help="split the bundle into N shards (id g in shard g %% N; 1: one bundle, as ever)",
+    )
+    b.add_argument(
+        "--learn-limit",
+        type=_positive,
+        default=None,
+        help="with --shards: the SP learns on the first N images only (then all are encoded)",
+    )
+    b.add_argument(
+        "--workers", type=_positive, default=1, help="with --shards: local build processes"
+    )
+    _add_ray(b, "build the shards as Ray tasks on the cluster at ADDRESS")
     _add_lock_timeout(b)
     b.set_defaults(func=cmd_build)
 
@@ -533,6 +561,7 @@ def _add_query(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-k", type=_int_in(1, 10000), default=5, help="matches per image (default 5)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--figure", type=_output_file, help="write a side-by-side PNG")
+    _add_ray(q, "a sharded bundle: search its shards' actors on the Ray cluster at ADDRESS")
     q.set_defaults(func=cmd_query)
 
 
@@ -558,6 +587,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "(default exact,nndescent)",
     )
     e.add_argument("--data-dir", type=Path, default=None, help="MNIST folder (default: bundled)")
+    _add_ray(e, "a sharded bundle: search its shards' actors on the Ray cluster at ADDRESS")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -574,6 +604,10 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     i.add_argument("dir", type=Path)
     i.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
     i.set_defaults(func=cmd_info)
+
+
+def _add_ray(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--ray", default=None, metavar="ADDRESS", help=what + " (cluster extra)")
 
 
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:

@@ -341,9 +341,9 @@ def fit_backprojection(
     """
     rows = training_rows(bundle, n_rows, seed)
     table = bundle.table
-    packed = np.asarray(table.sdrs)[rows]
+    packed = np.asarray(table.sdrs[rows])
     m = max_normalise(raw_backprojection(bundle.sp, packed, weighted)).astype(np.float64)
-    y = np.asarray(table.images)[rows].reshape(len(rows), -1).astype(np.float64) / 255.0
+    y = np.asarray(table.images[rows]).reshape(len(rows), -1).astype(np.float64) / 255.0
     m_mean, y_mean = m.mean(axis=0), y.mean(axis=0)
     mc = m - m_mean
     var = (mc**2).sum(axis=0)
@@ -395,17 +395,17 @@ def train_decoder(
     """
     rows = training_rows(bundle, n_rows, seed)
     n_bits = int(bundle.sp.n_columns)
-    packed = np.asarray(bundle.table.sdrs)[rows]
+    packed = np.asarray(bundle.table.sdrs[rows])
     if kind == "ridge":
         if gram is None or n_rows is not None:
-            images = np.asarray(bundle.table.images)[rows].reshape(len(rows), -1)
+            images = np.asarray(bundle.table.images[rows]).reshape(len(rows), -1)
             gram = sdr_gram(packed, n_bits, images)
         coef, intercept = ridge_from_gram(gram, float(alpha), 1.0 / 255.0)
         return {
             "ridge_coef": np.ascontiguousarray(coef.T, np.float32),
             "ridge_intercept": np.asarray(intercept, np.float32),
         }
-    y = np.asarray(bundle.table.images)[rows].reshape(len(rows), -1).astype(np.float32) / 255.0
+    y = np.asarray(bundle.table.images[rows]).reshape(len(rows), -1).astype(np.float32) / 255.0
     if kind == "mlp":
         import warnings
 
@@ -472,8 +472,8 @@ def fit_logistic(
         raise ParameterError("this bundle has no labels: build it from labelled data")
     rows = training_rows(bundle, n_rows, seed)
     n_bits = int(bundle.sp.n_columns)
-    packed = np.asarray(bundle.table.sdrs)[rows]
-    classes, y = np.unique(np.asarray(bundle.table.labels)[rows], return_inverse=True)
+    packed = np.asarray(bundle.table.sdrs[rows])
+    classes, y = np.unique(np.asarray(bundle.table.labels[rows]), return_inverse=True)
     if gram is None or n_rows is not None:
         gram = sdr_gram(packed, n_bits)
     # two classes: sklearn fits one logistic w with |w|^2 / 2; the softmax pair (w1 = -w0 =

@@ -42,3 +42,21 @@ class DataError(SDRIndexError, ValueError):
 
 class BundleError(SDRIndexError):
     """A bundle is missing, damaged, of an unknown format version, or cannot be written."""
+
+
+class ShardUnavailableError(SDRIndexError):
+    """A shard of a sharded bundle cannot answer (not loaded, its actors gone, its node down).
+
+    Raised instead of answering from the other shards: a top-k missing a shard's items would
+    be wrong while looking complete. ``shards`` holds the shard numbers; the message names
+    them and says what to do.
+    """
+
+    def __init__(self, shards: list[int] | tuple[int, ...], reason: str = "") -> None:
+        self.shards = tuple(int(s) for s in shards)
+        names = ", ".join(f"shard-{s:05d}" for s in self.shards)
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{names} unavailable{why}; no partial answer is given: bring the shard back "
+            "(restart its worker, or restore its folder) and ask again"
+        )

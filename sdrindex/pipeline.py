@@ -39,6 +39,7 @@ from sdrindex.warmup import WARM_UP_FROM, WARM_UP_WAIT, WarmUp
 __all__ = [
     "STAGES",
     "DECODER_SETS",
+    "decoder_kinds",
     "StageEvent",
     "Progress",
     "stderr_progress",
@@ -148,7 +149,7 @@ def _start_decoders(
     return future
 
 
-def _decoder_kinds(decoders: str | Iterable[str] | None) -> tuple[str, ...]:
+def decoder_kinds(decoders: str | Iterable[str] | None) -> tuple[str, ...]:
     if decoders is None:
         return ()
     if isinstance(decoders, str):
@@ -261,7 +262,7 @@ def build_bundle(
     """
     if int(epochs) < 1:
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
-    kinds = _decoder_kinds(decoders)
+    kinds = decoder_kinds(decoders)
     arr = _as_images(images)
     n = arr.shape[0]
     labels_arr = check_labels_arg(labels, n)

@@ -90,7 +90,7 @@ class Reconstructor:
     def __init__(self, bundle: Any) -> None:
         self.bundle = bundle
         self.n_bits = int(bundle.sp.n_columns)
-        self.image_shape = tuple(np.asarray(bundle.table.images).shape[1:])
+        self.image_shape = tuple(int(d) for d in bundle.table.image_shape)
 
     def reconstruct(self, sdrs: ArrayLike) -> NDArray[np.float32]:
         """Packed SDRs (n, ceil(n_columns/8)) -> images (n, H, W) float32 in [0, 1]."""
@@ -117,8 +117,8 @@ class NearestReconstructor(Reconstructor):
 
     def from_neighbours(self, ids: NDArray, overlaps: NDArray) -> NDArray[np.float32]:
         """Images (n, H, W) from already-found neighbours (ids of shape (n, >= 1))."""
-        table = self.bundle.table
-        return np.asarray(table.images)[table.positions(ids[:, 0])].astype(np.float32) / 255.0
+        # table.get fetches just these rows (from their shards, for a sharded bundle)
+        return self.bundle.table.get(ids[:, 0]).images.astype(np.float32) / 255.0
 
 
 class KNNReconstructor(Reconstructor):
@@ -149,20 +149,21 @@ class KNNReconstructor(Reconstructor):
         """Blend already-found neighbours (ids, overlaps of shape (n, >= k)) -> (n, H, W)."""
         ids, ov = ids[:, : self.k], overlaps[:, : self.k]
         table = self.bundle.table
-        images = np.asarray(table.images)
         ok = ids >= 0
-        pos = np.zeros(ids.shape, np.int64)
-        pos[ok] = table.positions(ids[ok])
+        pos = np.where(ok, ids, 0)  # a padded slot (weight 0) reads id 0's image
         w = np.where(ok, np.maximum(ov, 0).astype(np.float64) ** self.power, 0.0)
         empty = w.sum(axis=1) == 0
         w[empty] = ok[empty].astype(np.float64)  # all overlaps 0: plain mean of what was found
         w = (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        flat = images.reshape(images.shape[0], -1)
-        out = np.empty((ids.shape[0], flat.shape[1]), np.float32)
+        n_pix = int(np.prod(self.image_shape))
+        out = np.empty((ids.shape[0], n_pix), np.float32)
         step = 1024
         for lo in range(0, ids.shape[0], step):
-            gathered = flat[pos[lo : lo + step]].astype(np.float32)
-            out[lo : lo + step] = np.einsum("qk,qkp->qp", w[lo : lo + step], gathered)
+            chunk = pos[lo : lo + step]
+            rows = table.get(chunk.ravel()).images.reshape(*chunk.shape, n_pix)
+            out[lo : lo + step] = np.einsum(
+                "qk,qkp->qp", w[lo : lo + step], rows.astype(np.float32)
+            )
         return (out / 255.0).reshape((ids.shape[0], *self.image_shape))
 
 
@@ -222,7 +223,7 @@ class BackprojectionReconstructor(Reconstructor):
             self.offset = np.asarray(arrays[keys[1]], np.float32)
         elif rule == "topk":
             rows = training_rows(bundle, n_calibration)
-            imgs = np.asarray(bundle.table.images)[rows].reshape(len(rows), -1)
+            imgs = np.asarray(bundle.table.images[rows]).reshape(len(rows), -1)
             on = imgs >= 128
             self.n_on = max(1, int(round(on.sum(axis=1).mean())))
             self.on_value = float(imgs[on].mean() / 255.0) if on.any() else 1.0

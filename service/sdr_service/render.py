@@ -73,7 +73,7 @@ def describe_matches(
         return []
     table = loaded.bundle.table
     pos = table.positions(ids)
-    sizes = row_popcount(np.asarray(table.sdrs)[pos])
+    sizes = row_popcount(np.asarray(table.sdrs[pos]))  # only these rows (a sharded table fetches)
     union = int(row_popcount(query).sum()) + sizes - overlaps
     jac = np.where(union > 0, overlaps / np.maximum(union, 1), 0.0)
     labels = None if table.labels is None else np.asarray(table.labels)[pos].tolist()

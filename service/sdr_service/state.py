@@ -464,13 +464,13 @@ class BundleService:
             except (SDRIndexError, ValueError) as exc:
                 unavailable[name] = self.public(str(exc))
         labeler, label_method = self._labeler(bundle)
-        images = np.asarray(bundle.table.images)
+        height, width = bundle.table.image_shape
         dims = tuple(int(d) for d in bundle.sp.column_dimensions)
         return Loaded(
             bundle=bundle,
             version=Path(bundle.path).name if bundle.path else self.name,
             n_columns=int(bundle.sp.n_columns),
-            image_shape=(int(images.shape[1]), int(images.shape[2])),
+            image_shape=(int(height), int(width)),
             column_dims=dims,
             reconstructors=recs,
             unavailable=unavailable,
