@@ -114,9 +114,8 @@ def test_replica_answers_while_the_other_one_is_killed(address, sharded, truth) 
 
 
 def test_add_goes_to_the_owning_shard_and_is_on_disk(address, sharded, truth, tmp_path) -> None:
-    from sdrindex.cluster.shardset import LocalShardSet
-
     from sdrindex.cluster.ray_search import RayShardSet
+    from sdrindex.cluster.shardset import LocalShardSet
     from sdrindex.datasets import load_mnist
 
     copy = tmp_path / "copy"
