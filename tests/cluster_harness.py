@@ -36,6 +36,7 @@ ADDRESS = f"127.0.0.1:{GCS_PORT}"
 #: Environment the inner tests read.
 ENV_ADDRESS = "SDRINDEX_TEST_RAY_ADDRESS"
 ENV_WORKER_START = "SDRINDEX_TEST_RAY_WORKER_START"  # the shell command that adds the worker
+ENV_LOGS = "SDRINDEX_TEST_CLUSTER_LOGS"  # where inner tests keep logs (servers) for the report
 
 
 @dataclass
@@ -92,6 +93,7 @@ t1=$(date +%s%N)
 echo "CLUSTER_START_MS $(( (t1 - t0) / 1000000 ))"
 export {ENV_ADDRESS}={ADDRESS}
 export {ENV_WORKER_START}={shlex.quote(worker)}
+export {ENV_LOGS}={shlex.quote(str(tmp))}
 {shlex.quote(sys.executable)} -m pytest -p no:cacheprovider -q -x --junitxml={junit} {args}
 rc=$?
 {ray} stop --force > /dev/null 2>&1

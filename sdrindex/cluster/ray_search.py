@@ -484,13 +484,13 @@ class RayShardSet:
             for ref, s in list(inflight.items()):
                 if s in answers:  # another replica of that shard answered first
                     del inflight[ref]
-                    _cancel(ray, ref)
             if not ready:  # slow replicas: ask the next replica of those shards too
                 for s in set(inflight.values()):
                     if queues[s]:
                         self._next(queues, s, method, argof(s), inflight)
-        for ref in inflight:
-            _cancel(ray, ref)
+        # Calls nobody waits for are left to finish, not cancelled: a cancelled call queued
+        # at an actor that was restarting left the actor waiting for it, and every later
+        # call to that actor timed out (seen in the node-loss test, Ray 2.60).
         missing = [s for s in targets if s not in answers]
         if missing:
             why = "; ".join(f"shard {s}: {causes[s]}" for s in missing if s in causes)
@@ -511,14 +511,6 @@ class RayShardSet:
     ) -> None:
         if queues[s]:
             inflight[getattr(queues[s].pop(0), method).remote(*args)] = s
-
-
-def _cancel(ray: Any, ref: Any) -> None:
-    """Drop a call nobody waits for any more (a queued query would only cost time later)."""
-    try:
-        ray.cancel(ref)
-    except Exception:  # noqa: BLE001 - already running or done
-        pass
 
 
 def _task_error(exc: Any) -> BaseException:

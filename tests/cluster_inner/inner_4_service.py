@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from cluster_common import N_SHARDS, processes
 
-from cluster_harness import ENV_WORKER_START
+from cluster_harness import ENV_LOGS, ENV_WORKER_START
 from helpers import ServerProcess
 
 KEY = "test-key-cluster"
@@ -32,7 +33,8 @@ def served(address, sharded, tmp_path_factory):
         "SDRINDEX_RAY_ACTOR_RESOURCES": json.dumps({"sdrindex_shard_slot": 1}),
         "SDRINDEX_RAY_TIMEOUT_S": "3",
     }
-    server = ServerProcess(copy, env=env, log=base / "server.log", args=["--ray", address])
+    log = Path(os.environ.get(ENV_LOGS) or base) / "server.log"
+    server = ServerProcess(copy, env=env, log=log, args=["--ray", address])
     with server:
         yield server, copy
 
@@ -140,13 +142,16 @@ def _kill_node(ray_client) -> str:
         for n in ray_client.nodes()
         if n["Alive"] and "node:__internal_head__" not in n["Resources"]
     )
-    port = node["NodeManagerPort"]
-    raylets = [
-        p
-        for p in processes("")
-        if f"--node_manager_port={port}" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")
-        and "raylet" in open(f"/proc/{p}/cmdline").read().split("\0")[0]
-    ]
+    flag = f"--raylet_socket_name={node['RayletSocketName']}"
+    raylets = []
+    for pid in processes(""):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args[0].endswith("/raylet") and flag in args:
+            raylets.append(pid)
     assert len(raylets) == 1, raylets
     victims = [raylets[0], *_descendants(raylets[0])]
     for pid in victims:
@@ -204,7 +209,9 @@ def test_node_gone_503_naming_its_shard_until_it_is_back(served, truth, ray_clie
         r = _search(server.url, body)
         return r.status_code == 200, r
 
-    r = _poll(answered, 60, "the shard did not answer again after its node came back")
+    t0 = time.monotonic()
+    r = _poll(answered, 120, "the shard did not answer again after its node came back")
+    print(f"answered again {time.monotonic() - t0:.1f} s after the node was back")
     assert r.json() == before.json()  # the same answer as before the node was lost
     ready = httpx.get(f"{server.url}/readyz", timeout=30)
     assert ready.status_code == 200 and all(s["up"] for s in ready.json()["shards"])
