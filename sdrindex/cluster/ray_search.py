@@ -117,7 +117,12 @@ class ShardActor:
         out = dict(self._shard.status())
         out["node_id"] = ray.get_runtime_context().get_node_id()
         out["pid"] = os.getpid()
+        out["rss_mb"] = _rss_mb()
         return out
+
+    def ping(self) -> int:
+        """The shard's number: a call that does no work (the round trip's cost)."""
+        return self._shard.shard
 
 
 @dataclass
@@ -354,29 +359,41 @@ class RayShardSet:
     def _add_to(
         self, sh: _Shard, images: NDArray[np.uint8], labels: NDArray[np.int64] | None, first: int
     ) -> None:
-        """One shard's part of an add, on one replica, without failover to another.
+        """One shard's part of an add, written by one replica at a time.
 
-        Two replicas writing the same ids would race for the shard's next version. A call
-        whose answer is lost (the actor died after its save; Ray re-sends it, and the
-        restarted actor refuses ids it holds already) is settled by the shard's count.
+        Two replicas writing the same ids at once would race for the shard's next version,
+        so the next replica is asked only once the shard's saved count (read from disk by
+        a live replica) shows that the previous one saved nothing: it died first. A call
+        whose answer was lost after the save (the actor died; Ray re-sends the call and the
+        restarted actor refuses ids the shard holds) is settled by that count too.
         """
         ray = self._ray
-        before = sh.n_items
-        ref = sh.order()[0].add.remote(images, labels, first)
-        try:
-            ray.get(ref, timeout=self.add_timeout_s)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise ShardUnavailableError(
-                [sh.index], f"its save did not finish within {self.add_timeout_s:g} s"
-            ) from exc
-        except ray.exceptions.RayError as exc:
-            now = self._scatter("status", (), self.timeout_s, only=[sh.index])[0]["n_items"]
-            if int(now) != before + images.shape[0]:
-                if isinstance(exc, ray.exceptions.RayTaskError):
-                    raise _task_error(exc) from None
-                raise ShardUnavailableError([sh.index], _cause(exc)) from exc
-        sh.n_items = before + int(images.shape[0])
+        before, m = sh.n_items, int(images.shape[0])
+        cause = "no replica"
+        for actor in sh.order():
+            try:
+                ray.get(actor.add.remote(images, labels, first), timeout=self.add_timeout_s)
+                break
+            except ray.exceptions.GetTimeoutError as exc:
+                raise ShardUnavailableError(
+                    [sh.index], f"its save did not finish within {self.add_timeout_s:g} s"
+                ) from exc
+            except ray.exceptions.RayTaskError as exc:
+                if self._saved_count(sh) == before + m:
+                    break
+                raise _task_error(exc) from None  # the shard refused the items
+            except ray.exceptions.RayError as exc:  # the actor died
+                cause = _cause(exc)
+                if self._saved_count(sh) == before + m:
+                    break
+        else:
+            raise ShardUnavailableError([sh.index], f"no replica could save the items ({cause})")
+        sh.n_items = before + m
         self._reload_replicas(sh)
+
+    def _saved_count(self, sh: _Shard) -> int:
+        """The shard's item count on disk (a live replica re-opens its newest version)."""
+        return int(self._scatter("reload", (), self.timeout_s, only=[sh.index])[0])
 
     def _reload_replicas(self, sh: _Shard) -> None:
         """The other replicas of a shard that just saved a version open that version."""
@@ -431,6 +448,18 @@ class RayShardSet:
                     self._ray.kill(a, no_restart=True)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
+
+    def ping(self) -> float:
+        """Seconds of one scatter-gather of no-op calls to every shard: Ray's own cost.
+
+        Raises
+        ------
+        ShardUnavailableError
+            A shard had no replica answering within ``timeout_s``.
+        """
+        t = time.perf_counter()
+        self._scatter("ping", (), self.timeout_s)
+        return time.perf_counter() - t
 
     def actor_pids(self) -> list[list[int]]:
         """Process id of every replica of every shard (for tests and operators)."""
@@ -511,6 +540,18 @@ class RayShardSet:
     ) -> None:
         if queues[s]:
             inflight[getattr(queues[s].pop(0), method).remote(*args)] = s
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory (MB), from /proc (None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def _task_error(exc: Any) -> BaseException:
