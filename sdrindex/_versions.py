@@ -78,10 +78,10 @@ def _read_manifest(vdir: Path, fmt: str = FORMAT) -> dict[str, Any]:
     fix = "rebuild the bundle with this version of sdrindex"
     meta = read_json(mpath, fix)
     if fmt == FORMAT and isinstance(meta, dict) and meta.get("format") == SHARDED_FORMAT:
-        raise data_error(
-            mpath,
-            f"the top level of a sharded bundle ({meta.get('n_shards')} shards), not one bundle",
-            "open it with sdrindex.cluster.open_sharded (the sdrindex commands accept both)",
+        raise BundleError(
+            f"{vdir}: the top level of a sharded bundle ({meta.get('n_shards')} shards), not "
+            "one bundle; open it with sdrindex.cluster.open_sharded (the sdrindex commands "
+            "accept both)"
         )
     manifest = check_format(meta, mpath, fmt, FORMAT_VERSION, fix, version_key="format_version")
     files = manifest.get("files")
@@ -314,7 +314,7 @@ def _our_manifest(vdir: Path) -> dict[str, Any] | None:
     for fmt in (FORMAT, SHARDED_FORMAT):
         try:
             return _read_manifest(vdir, fmt)
-        except DataError:
+        except (DataError, BundleError):
             continue
     return None
 

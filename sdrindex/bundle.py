@@ -96,6 +96,7 @@ __all__ = [
     "check_labels_arg",
     "clean_leftovers",
     "inspect_bundle",
+    "library_versions",
     "new_version_name",
     "read_manifest",
     "resolve_version",
@@ -105,7 +106,8 @@ __all__ = [
 ]
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of sdrindex and the libraries its files depend on (for manifests)."""
     import numba
 
     import sdrindex
@@ -288,7 +290,7 @@ class Bundle:
             "format_version": FORMAT_VERSION,
             "created": created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "previous": previous,
-            "versions": _versions(),
+            "versions": library_versions(),
             "sp_params": self.sp.nupic_params(),
             "encoder": self.encoder,
             "dataset": self.dataset,
@@ -513,7 +515,11 @@ def rollback(
         target = _rollback_target(state, to)
         vdir = root / target
         with bundle_errors(vdir, "name another version with --to (`sdrindex versions`)"):
-            check_files(vdir, _read_manifest(vdir), hashes=True)
+            # the top level of a sharded bundle is versioned the same way (its shards are
+            # checked when it is opened)
+            fmt = state.versions[target].get("format", FORMAT)
+            needed = ("sp.npz",) if fmt == SHARDED_FORMAT else None
+            check_files(vdir, _read_manifest(vdir, fmt), hashes=True, needed=needed)
         if target != state.live:
             with bundle_errors(root, "try again"):
                 swap_symlink(root / CURRENT, target)

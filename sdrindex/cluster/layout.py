@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -142,8 +143,6 @@ def is_sharded(path: str | Path) -> bool:
     try:
         _root, vdir = _top_root(path)
         with open(vdir / MANIFEST, encoding="utf-8") as fh:
-            import json
-
             return json.load(fh).get("format") == SHARDED_FORMAT
     except (BundleError, OSError, ValueError, AttributeError):
         return False
@@ -356,7 +355,7 @@ def save_sharded(
 def _top_manifest(
     meta: dict[str, Any], entries: list[ShardEntry], files: dict[str, Any], previous: str | None
 ) -> dict[str, Any]:
-    from sdrindex.bundle import FORMAT_VERSION
+    from sdrindex.bundle import FORMAT_VERSION, library_versions
 
     return {
         "format": SHARDED_FORMAT,
@@ -364,6 +363,7 @@ def _top_manifest(
         "kind": "sharded",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "previous": previous,
+        "versions": library_versions(),
         **meta,
         "n_shards": len(entries),
         "rule": RULE,
@@ -398,8 +398,8 @@ def pin_live_shards(path: str | Path, keep_versions: int = 2) -> Path:
         k: v
         for k, v in layout.manifest.items()
         if k
-        not in {"format", "format_version", "kind", "created", "previous", "n_shards", "rule",
-                "n_items", "has_decoder", "files", "shards"}
+        not in {"format", "format_version", "kind", "created", "previous", "versions",
+                "n_shards", "rule", "n_items", "has_decoder", "files", "shards"}
     }  # fmt: skip
     dec = layout.vdir / _DECODER
     return save_sharded(

@@ -76,6 +76,21 @@ class Shard:
             )
         return cls(bundle, shard, n_shards, root)
 
+    def refresh(self) -> bool:
+        """Re-open the shard if its version on disk moved on (an add by another process);
+        returns whether it did."""
+        root, _vdir, top, entries = read_top(self.root)
+        if len(entries) != self.n_shards:
+            raise BundleError(f"{root}: now holds {len(entries)} shards, was {self.n_shards}")
+        sver = shard_version_dir(root, top, entries[self.shard], verify=False)
+        if (
+            self.bundle.path is not None
+            and Path(sver).resolve() == Path(self.bundle.path).resolve()
+        ):
+            return False
+        self.bundle = Bundle.load(sver, verify=False)
+        return True
+
     # ------------------------------------------------------------------ sizes
 
     @property
@@ -170,15 +185,16 @@ class Shard:
         """
         images = np.asarray(images)
         m = images.shape[0] if images.ndim == 3 else 0
-        expected = self.n_items * self.n_shards + self.shard
-        if int(first_id) != expected:
-            raise ParameterError(
-                f"shard {self.shard}'s next id is {expected}, got first_id {first_id} (ids are "
-                "dealt round-robin: id g goes to shard g % n_shards)"
-            )
         labels = check_labels_arg(labels, m)
         sdir = shard_dir(self.root, self.shard)
         with update_lock(sdir):
+            self.refresh()  # another process may have added since this shard was opened
+            expected = self.n_items * self.n_shards + self.shard
+            if int(first_id) != expected:
+                raise ParameterError(
+                    f"shard {self.shard}'s next id is {expected}, got first_id {first_id} (ids "
+                    "are dealt round-robin: id g goes to shard g % n_shards, in id order)"
+                )
             bundle = Bundle.load(self.bundle.path, verify=False, mmap=True)
             bundle.sp_file = Path(self.bundle.path) / "sp.npz"  # the shared SP's bytes
             local = bundle.add(images, labels)

@@ -75,6 +75,27 @@ class _Column:
         return out if dtype is None else out.astype(dtype)
 
 
+class _Ids:
+    """``table.ids`` of a sharded table without an array of n ids: ``ids[pos]`` is ``pos``."""
+
+    def __init__(self, table: ShardedTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int | np.integer):
+            n = len(self._table)
+            return self._table.positions([int(key) + n if key < 0 else int(key)])[0]
+        if isinstance(key, slice):
+            return np.arange(len(self._table), dtype=np.int64)[key]
+        return self._table.positions(np.asarray(key).reshape(-1)).reshape(np.shape(key))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NDArray:
+        return np.arange(len(self._table), dtype=dtype or np.int64)
+
+
 class ShardedTable:
     """The rows of every shard as one table (global ids 0..n-1 are its positions)."""
 
@@ -101,8 +122,9 @@ class ShardedTable:
         return self._has_labels
 
     @property
-    def ids(self) -> NDArray[np.int64]:
-        return np.arange(len(self), dtype=np.int64)
+    def ids(self) -> _Ids:
+        """The ids, position by position (they are the positions: 0..n-1)."""
+        return _Ids(self)
 
     @property
     def labels(self) -> NDArray[np.int64] | None:

@@ -175,6 +175,9 @@ class LocalShardSet:
         labels = check_labels_arg(labels, m)
         with self._lock, update_lock(self.root):
             shards = self._up()
+            for s in shards:  # items another process added since: the next id follows them
+                s.refresh()
+            check_counts([s.n_items for s in shards], self.root)
             start = self.n_items
             ids = np.arange(start, start + m, dtype=np.int64)
             shard_of = ids % self.n_shards

@@ -359,11 +359,18 @@ class BundleService:
         """One attempt at the start-up load: verified, prepared, single-query paths warmed."""
         vdir = resolve_version(self.root)
         self._linked = vdir.resolve() != self.root.resolve()
-        bundle = Bundle.load(self.root, verify=True)
+        bundle = self.open_bundle(verify=True)
         loaded = self._prepare(bundle, previous=None)
         self._warm(loaded, check=True)
         _settle_heap(collect=True)
         return loaded
+
+    def open_bundle(self, verify: bool) -> Any:
+        """The live version of the bundle: a ``Bundle``, or a sharded bundle read like one
+        (every shard in this process: ``sdrindex.cluster.LocalShardSet``)."""
+        from sdrindex.cluster import open_bundle
+
+        return open_bundle(self.root, verify=verify)
 
     def _wait_due(self, backoff: Backoff) -> bool:
         """Wait until ``backoff``'s next attempt is due; False once :meth:`close` was called."""
@@ -598,7 +605,7 @@ class BundleService:
             if target is None or target == loaded.version:
                 return loaded
             try:
-                bundle = Bundle.load(self.root, verify=self.settings.verify_on_reload)
+                bundle = self.open_bundle(verify=self.settings.verify_on_reload)
                 new = self._prepare(bundle, previous=loaded)
                 self._warm(new, check=False)
             except Exception as exc:  # noqa: BLE001 - the snapshot serves; retried with backoff
@@ -671,6 +678,12 @@ class BundleService:
                 f"{self.name} is a single bundle version, not a bundle directory with a "
                 "`current` link: the service cannot add to it",
             )
+        from sdrindex.cluster import is_sharded
+
+        if is_sharded(self.root):
+            from .sharded import add_items
+
+            return add_items(self, images, labels)
         with self._write_lock, self._updating():
             try:
                 bundle = Bundle.load(self.root, verify=True)
