@@ -98,3 +98,46 @@ def test_cluster_package_imports_without_ray() -> None:
     for path in (REPO / "sdrindex" / "cluster").glob("*.py"):
         if not path.name.startswith("ray_"):
             assert not re.search(r"^\s*(import ray|from ray)", path.read_text(), re.M), path
+
+
+def _serve(args: list[str], tmp_path: Path) -> tuple[int, str]:
+    """``python -m sdr_service.serve ARGS`` in a subprocess: (exit code, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SDRINDEX_BUNDLE": str(tmp_path / "none")}
+    p = subprocess.run(
+        [sys.executable, "-m", "sdr_service.serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    return p.returncode, p.stderr
+
+
+def test_serve_ray_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
+    """``serve --ray`` checks its options and the bundle before starting anything."""
+    from helpers import build_small_bundle
+
+    plain = build_small_bundle(tmp_path / "plain", n=300, decoder=False)
+    rc, err = _serve(["--bundle", str(plain), "--ray", "127.0.0.1:1"], tmp_path)
+    assert rc != 0 and "not one" in err and "--shards N" in err, err
+    rc, err = _serve(["--bundle", str(plain), "--replicas", "2"], tmp_path)
+    assert rc != 0 and "--replicas needs --ray" in err, err
+    rc, err = _serve(["--bundle", str(plain), "--ray", "x:1", "--workers", "2"], tmp_path)
+    assert rc != 0 and "one worker process" in err, err
+    rc, err = _serve(["--bundle", str(plain), "--ray", "x:1", "--replicas", "0"], tmp_path)
+    assert rc != 0 and "--replicas must be >= 1" in err, err
+    assert (plain / "current").is_symlink()  # nothing written or removed
+
+
+def test_missing_shard_is_a_503_naming_it_with_retry_after() -> None:
+    from sdr_service.errors import from_library
+    from sdrindex.errors import ShardUnavailableError
+
+    api = from_library(ShardUnavailableError([2], "its node is gone"))
+    assert api.status == 503 and "shard-00002" in api.detail
+    assert api.headers.get("Retry-After") == "1"
