@@ -120,6 +120,12 @@ class ShardActor:
         out["rss_mb"] = _rss_mb()
         return out
 
+    def column(self, which: int) -> NDArray | None:
+        """Column ``which`` (0 images, 1 labels, 2 packed sdrs) of the shard, local order."""
+        t = self._shard.bundle.table
+        col = (t.images, t.labels, t.sdrs)[which]
+        return None if col is None else np.asarray(col)
+
     def ping(self) -> int:
         """The shard's number: a call that does no work (the round trip's cost)."""
         return self._shard.shard
@@ -448,6 +454,20 @@ class RayShardSet:
                     self._ray.kill(a, no_restart=True)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
+
+    def column(self, which: int) -> NDArray | None:
+        """Column ``which`` (0 images, 1 labels, 2 packed sdrs) of every item, in id order.
+
+        Each shard sends its own column (labels: 8 bytes an item) and they are dealt back
+        round-robin, so gathering the labels does not move the images.
+        """
+        parts = self._scatter("column", (int(which),), max(self.timeout_s, 60.0))
+        if parts[0] is None:
+            return None
+        out = np.empty((self.n_items, *parts[0].shape[1:]), dtype=parts[0].dtype)
+        for s, part in enumerate(parts):
+            out[s :: self.n_shards] = part
+        return out
 
     def ping(self) -> float:
         """Seconds of one scatter-gather of no-op calls to every shard: Ray's own cost.

@@ -56,6 +56,8 @@ def test_actors_spread_over_both_nodes_and_rows_come_from_owners(shardset, truth
     assert np.array_equal(images, truth.images[ids])
     assert np.array_equal(sdrs, truth.sdrs[ids])
     assert np.array_equal(labels, truth.labels[ids])
+    assert np.array_equal(shardset.column(1), truth.labels)  # each shard's own column only
+    assert np.array_equal(shardset.column(2), truth.sdrs)
 
 
 def test_shard_actor_killed_during_a_query_stream_no_query_fails(shardset, truth) -> None:
