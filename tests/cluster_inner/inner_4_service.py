@@ -116,6 +116,16 @@ def test_post_items_answered_after_the_owning_shard_saved(served, truth) -> None
     assert np.array_equal(np.array(got["pixels"], np.uint8), new[1])
 
 
+def test_every_listener_on_loopback_with_the_service_up(served) -> None:
+    """With the server, its driver, the shard actors and the workers all up."""
+    from cluster_harness import non_loopback_listeners
+
+    out = subprocess.run(["ss", "-tlnp"], capture_output=True, text=True, check=True).stdout
+    port = served[0].port
+    assert f"127.0.0.1:{port}" in out, out  # ss saw the service itself
+    assert non_loopback_listeners(out) == [], out
+
+
 def _descendants(pid: int) -> list[int]:
     """``pid``'s child processes, their children... (from /proc's parent pids)."""
     parent: dict[int, int] = {}
