@@ -150,6 +150,8 @@ def _start_decoders(
 
 
 def decoder_kinds(decoders: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The decoder kinds a ``decoders=`` argument names (a :data:`DECODER_SETS` shorthand,
+    kinds, or None); :class:`ParameterError` for an unknown one."""
     if decoders is None:
         return ()
     if isinstance(decoders, str):

@@ -318,6 +318,13 @@ def test_damaged_or_missing_shard_is_named(built, tmp_path):
         LocalShardSet.open(root, verify=False)
     with pytest.raises(BundleError, match="sharded bundle"):
         Bundle.load(root)  # the top level is not one bundle: said so, with what to use
+    top_sp = root / "current" / "sp.npz"
+    raw = bytearray(top_sp.read_bytes())
+    raw[100] ^= 0xFF
+    top_sp.unlink()  # a hard link to shard 0's copy: break the link, damage only this one
+    top_sp.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match=r"v-[^/]*/sp\.npz: checksum mismatch"):
+        open_sharded(root)
 
 
 def test_missing_shard_makes_queries_unavailable_never_partial(built, data, tmp_path):
