@@ -16,8 +16,9 @@ crashing) raises :class:`~sdrindex.errors.ShardUnavailableError` naming it; a pa
 top-k is never returned.
 
 Actors ask for ``resources`` (for example ``{"sdrindex_shard_slot": 1}``, offered by
-each node with ``ray start --resources``) and are spread across nodes (``SPREAD``); with
-``replicas`` > 1 each shard has that many actors, and a query goes to the next live one.
+each node with ``ray start --resources``) and are spread across the nodes in turn (a soft
+node affinity, :func:`_placement`); with ``replicas`` > 1 each shard has that many actors,
+on different nodes, and a query goes to the next live one.
 """
 
 from __future__ import annotations
@@ -218,17 +219,21 @@ class RayShardSet:
         layout = ShardedLayout.load(path, verify=False)  # the actors verify their own files
         ray = connect(address)
         opts: dict[str, Any] = dict(
-            max_restarts=max_restarts,
-            max_task_retries=max_task_retries,
-            num_cpus=num_cpus,
-            scheduling_strategy="SPREAD",
+            max_restarts=max_restarts, max_task_retries=max_task_retries, num_cpus=num_cpus
         )
         if resources:
             opts["resources"] = dict(resources)
-        remote = ray.remote(ShardActor).options(**opts)
+        remote = ray.remote(ShardActor)
         n = int(layout.n_shards)
         root = str(Path(layout.root).resolve())
-        actors = [[remote.remote(root, s, n, verify) for _ in range(replicas)] for s in range(n)]
+        place = _placement(ray, resources or {})
+        actors = [
+            [
+                remote.options(**opts, scheduling_strategy=place(s + r)).remote(root, s, n, verify)
+                for r in range(replicas)
+            ]
+            for s in range(n)
+        ]
         shards = [_Shard(s, actors[s], 0) for s in range(n)]
         out = cls(root, shards, timeout_s=timeout_s)
         out._wait_started(start_timeout_s)
@@ -560,6 +565,27 @@ class RayShardSet:
     ) -> None:
         if queues[s]:
             inflight[getattr(queues[s].pop(0), method).remote(*args)] = s
+
+
+def _placement(ray: Any, resources: dict[str, float]) -> Any:
+    """``place(i)``: the scheduling strategy of the i-th actor, nodes taken in turn.
+
+    Ray's ``SPREAD`` is a preference: here it put both shards of a two-node test on one node
+    now and then. So actor ``shard + replica`` goes to node ``(shard + replica) % n_nodes``
+    (of the live nodes offering ``resources``): shards spread, and a shard's replicas land
+    on different nodes. The affinity is soft: an actor whose node is gone restarts wherever
+    it fits (or waits for room).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(
+        x["NodeID"]
+        for x in ray.nodes()
+        if x["Alive"] and all(x["Resources"].get(k, 0) >= v for k, v in resources.items())
+    )
+    if not nodes:
+        return lambda i: "SPREAD"
+    return lambda i: NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
 
 
 def _rss_mb() -> float | None:
