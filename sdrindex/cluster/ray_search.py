@@ -571,10 +571,12 @@ def _placement(ray: Any, resources: dict[str, float]) -> Any:
     """``place(i)``: the scheduling strategy of the i-th actor, nodes taken in turn.
 
     Ray's ``SPREAD`` is a preference: here it put both shards of a two-node test on one node
-    now and then. So actor ``shard + replica`` goes to node ``(shard + replica) % n_nodes``
-    (of the live nodes offering ``resources``): shards spread, and a shard's replicas land
-    on different nodes. The affinity is soft: an actor whose node is gone restarts wherever
-    it fits (or waits for room).
+    now and then. So actor ``shard + replica`` asks for node ``(shard + replica) % n_nodes``
+    (of the live nodes offering ``resources``), so that shards spread and a shard's replicas
+    land on different nodes. The affinity is soft, and so still a preference (a node Ray
+    finds busy is passed over; an actor whose node is gone restarts wherever it fits):
+    resources that each node offers a fixed number of (shard slots) are what bound the
+    shards a node holds.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
