@@ -278,58 +278,12 @@ def project(per_shard: dict, target: int = 100_000_000) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--address", required=True, help="the Ray cluster's head, HOST:PORT")
-    ap.add_argument("--cache", default="/tmp/frontier_cache", help="bench_search.py's cache")
-    ap.add_argument("--bundle", default="/work/bench/mnist", help="a default-preset bundle")
-    ap.add_argument("--out", default="/tmp/bench_cluster", help="scratch (the shards); not git")
-    ap.add_argument("--n", type=int, default=1_000_000, help="items (default 1,000,000)")
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--queries", type=int, default=1000, help="queries (exact truth cached)")
-    ap.add_argument("--single", type=int, default=300, help="single queries timed")
-    ap.add_argument("--json", default=None, help="also write the figures here")
-    args = ap.parse_args()
-
-    from sdrindex.bundle import Bundle
-    from sdrindex.cluster.ray_connect import connect
-    from sdrindex.cluster.ray_search import RayShardSet
-
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    bundle = Bundle.load(args.bundle, verify=False)
-    t = time.perf_counter()
-    big, n_bits, queries, truth = load_data(cache, Path(args.bundle), args.n, args.queries)
+def report(
+    args, big, queries, truth, builds, res_single, res_sharded, results, status, compute, pings
+) -> dict:
+    """Print the tables and the 100M projection; the figures as a JSON-ready dict."""
+    single_build_s, sharded_build_s = builds
     n = len(big)
-    sdrs_file = cache / ("sdrindex-mnist-1M.npy" if n == 1_000_000 else f"sdrindex-mnist-{n}.npy")
-    took = time.perf_counter() - t
-    print(f"data: {n:,} SDRs of {n_bits} bits, {len(queries)} queries ({took:.1f} s)")
-    ray = connect(args.address)
-    nodes = [x for x in ray.nodes() if x["Alive"]]
-    print(
-        f"cluster: {len(nodes)} nodes, {sum(x['Resources'].get('CPU', 0) for x in nodes):.0f} CPUs"
-    )
-
-    # ---- build: sharded on the cluster, then one index here
-    root, sharded_build_s, results = build_sharded_bench(args, sdrs_file, n, bundle)
-    print(f"sharded build ({args.shards} shards, Ray tasks): {sharded_build_s:.1f} s wall")
-    for r in sorted(results, key=lambda r: r["shard"]):
-        print(
-            f"  shard {r['shard']}: {r['n_items']:,} items, read {r['read_s']:.1f} s, "
-            f"graph {r['index_s']:.1f} s, all {r['seconds']:.1f} s (pid {r['pid']})"
-        )
-    single_build_s, res_single = bench_single(big, n_bits, queries, args.single)
-    print(f"single-process build (1 index, numba threads on both cores): {single_build_s:.1f} s")
-
-    # ---- search
-    rs = RayShardSet.connect(args.address, root, replicas=1, timeout_s=120.0)
-    res_sharded = time_search(lambda q: rs.query(q, K, {}), queries, args.single)
-    pings = sorted(rs.ping() for _ in range(200))
-    status = rs.status()
-    compute = shard_compute_ms(root, queries, args.single)
 
     def recall(res: dict) -> float:
         got = frontier.overlaps_of(big, queries, res["ids"])
@@ -391,23 +345,91 @@ def main() -> None:
             f"{p['build_min']:.1f} | {p['compute_ms']:.1f} + {p['fanout_ms']:.0f} | "
             f"{p['front_end_qps']:.0f} |"
         )
+    return {
+        "n": n,
+        "shards": args.shards,
+        "builds": {"single_s": single_build_s, "sharded_s": sharded_build_s},
+        "search": {
+            name: {k: v for k, v in r.items() if k not in ("ids", "overlaps")}
+            | {"recall": recall(r)}
+            for name, r in rows
+        },
+        "shard_status": status,
+        "ping_p50_ms": ping_p50,
+        "per_shard": per_shard,
+        "projection": proj,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--address", required=True, help="the Ray cluster's head, HOST:PORT")
+    ap.add_argument("--cache", default="/tmp/frontier_cache", help="bench_search.py's cache")
+    ap.add_argument("--bundle", default="/work/bench/mnist", help="a default-preset bundle")
+    ap.add_argument("--out", default="/tmp/bench_cluster", help="scratch (the shards); not git")
+    ap.add_argument("--n", type=int, default=1_000_000, help="items (default 1,000,000)")
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--queries", type=int, default=1000, help="queries (exact truth cached)")
+    ap.add_argument("--single", type=int, default=300, help="single queries timed")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args()
+
+    from sdrindex.bundle import Bundle
+    from sdrindex.cluster.ray_connect import connect
+    from sdrindex.cluster.ray_search import RayShardSet
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    bundle = Bundle.load(args.bundle, verify=False)
+    t = time.perf_counter()
+    big, n_bits, queries, truth = load_data(cache, Path(args.bundle), args.n, args.queries)
+    n = len(big)
+    sdrs_file = cache / ("sdrindex-mnist-1M.npy" if n == 1_000_000 else f"sdrindex-mnist-{n}.npy")
+    took = time.perf_counter() - t
+    print(f"data: {n:,} SDRs of {n_bits} bits, {len(queries)} queries ({took:.1f} s)")
+    ray = connect(args.address)
+    nodes = [x for x in ray.nodes() if x["Alive"]]
+    print(
+        f"cluster: {len(nodes)} nodes, {sum(x['Resources'].get('CPU', 0) for x in nodes):.0f} CPUs"
+    )
+
+    # ---- build: sharded on the cluster, then one index here
+    root, sharded_build_s, results = build_sharded_bench(args, sdrs_file, n, bundle)
+    print(f"sharded build ({args.shards} shards, Ray tasks): {sharded_build_s:.1f} s wall")
+    for r in sorted(results, key=lambda r: r["shard"]):
+        print(
+            f"  shard {r['shard']}: {r['n_items']:,} items, read {r['read_s']:.1f} s, "
+            f"graph {r['index_s']:.1f} s, all {r['seconds']:.1f} s (pid {r['pid']})"
+        )
+    single_build_s, res_single = bench_single(big, n_bits, queries, args.single)
+    print(f"single-process build (1 index, numba threads on both cores): {single_build_s:.1f} s")
+
+    # ---- search
+    rs = RayShardSet.connect(args.address, root, replicas=1, timeout_s=120.0)
+    res_sharded = time_search(lambda q: rs.query(q, K, {}), queries, args.single)
+    pings = sorted(rs.ping() for _ in range(200))
+    status = rs.status()
+    compute = shard_compute_ms(root, queries, args.single)
+
+    figures = report(
+        args,
+        big,
+        queries,
+        truth,
+        (single_build_s, sharded_build_s),
+        res_single,
+        res_sharded,
+        results,
+        status,
+        compute,
+        pings,
+    )
     rs.close()
     if args.json:
-        out = {
-            "n": n,
-            "shards": args.shards,
-            "builds": {"single_s": single_build_s, "sharded_s": sharded_build_s},
-            "search": {
-                name: {k: v for k, v in r.items() if k not in ("ids", "overlaps")}
-                | {"recall": recall(r)}
-                for name, r in rows
-            },
-            "shard_status": status,
-            "ping_p50_ms": ping_p50,
-            "per_shard": per_shard,
-            "projection": proj,
-        }
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
 
 
 if __name__ == "__main__":
