@@ -10,6 +10,8 @@
 # and build with --build-arg PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:<digest>.
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 FROM ${PYTHON_IMAGE}
+# The extras installed: "service"; the compose profile `cluster` adds "cluster" (Ray).
+ARG EXTRAS=service
 
 # libgomp1: numba's OpenMP threading layer (thread-safe, unlike its fallback workqueue).
 # Its version is the one of bookworm's gcc-12 (a stable release: security fixes only).
@@ -37,7 +39,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir -p sdrindex service/sdr_service \
  && touch sdrindex/__init__.py service/sdr_service/__init__.py \
- && pip install -c constraints.txt ".[service]" \
+ && pip install -c constraints.txt ".[${EXTRAS}]" \
  && pip uninstall -y sdrindex \
  && rm -rf sdrindex service build
 

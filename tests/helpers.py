@@ -102,6 +102,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log: str | Path | None = None,
         timeout: float = 120.0,
+        args: list[str] | None = None,
     ) -> None:
         self.bundle = Path(bundle)
         self.workers = workers
@@ -110,6 +111,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.log = Path(log) if log else None
         self.timeout = timeout
+        self.args = list(args or [])  # more `serve` options (e.g. --ray ADDRESS)
         self.proc: subprocess.Popen | None = None
         self.worker_pids: set[int] = set()
         self.ready_seconds: float | None = None
@@ -131,6 +133,7 @@ class ServerProcess:
             "--no-build",
             "--log-level",
             "warning",
+            *self.args,
         ]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # own warning below its hard limit would only fill the log.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     settings = settings or Settings()
-    svc = BundleService(settings)
+    svc = _service(settings)
     metrics = Metrics()
     runner = Runner(settings, metrics)
 
@@ -93,6 +93,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router(settings))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _service(settings: Settings) -> BundleService:
+    """The bundle behind the app: served here, or sharded over a Ray cluster's actors."""
+    if settings.ray_address:
+        from sdr_service.cluster import ClusterService
+
+        return ClusterService(settings)
+    return BundleService(settings)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class Runner:
         except SDRIndexError as exc:
             # The library's messages name files by their absolute paths: the answer may not.
             api = from_library(exc)
-            raise ApiError(api.status, public_text(api.detail, self.settings.bundle)) from exc
+            detail = public_text(api.detail, self.settings.bundle)
+            raise ApiError(api.status, detail, api.headers) from exc
         if endpoint is None:
             return out
         if isinstance(out, tuple):  # (body, stage timings)

@@ -12,7 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from sdrindex.errors import BundleError, DataError, ParameterError, SDRIndexError
+from sdrindex.errors import (
+    BundleError,
+    DataError,
+    ParameterError,
+    SDRIndexError,
+    ShardUnavailableError,
+)
 
 log = logging.getLogger("service")
 
@@ -58,6 +64,9 @@ def from_library(exc: SDRIndexError) -> ApiError:
         return ApiError(422, str(exc))
     if isinstance(exc, DataError):
         return ApiError(422, str(exc))
+    if isinstance(exc, ShardUnavailableError):
+        # a shard's actors restart in about a second; a lost node takes longer
+        return ApiError(503, str(exc), {"Retry-After": "1"})
     if isinstance(exc, BundleError):
         return ApiError(503, f"bundle unavailable: {exc}")
     return ApiError(500, str(exc))
@@ -82,7 +91,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SDRIndexError)
     async def _library_error(request: Request, exc: SDRIndexError) -> Response:
         api = from_library(exc)
-        return error_response(api.status, api.detail)
+        return error_response(api.status, api.detail, api.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

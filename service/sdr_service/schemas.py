@@ -155,6 +155,9 @@ class StatusResponse(BaseModel):
     status: str
     detail: str | None = None
     pid: int | None = Field(None, description="the worker process that answered")
+    shards: list[dict[str, Any]] | None = Field(
+        None, description="a bundle served on a Ray cluster: each shard, up or down"
+    )
 
 
 #: Models referenced from hand-written request bodies (``openapi_extra``).

@@ -51,6 +51,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("critical", "error", "warning", "info", "debug"),
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="serve a sharded bundle (sdrindex build --shards N) from Ray actors on the "
+        "cluster whose head is ADDRESS (HOST:PORT); needs the cluster extra",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="with --ray: actors per shard (default 1; $SDRINDEX_RAY_REPLICAS)",
+    )
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -131,6 +144,33 @@ def build_default_bundle(out: Path) -> None:
     bundle.save(out)
 
 
+def _cluster_options(args: argparse.Namespace, bundle: Path) -> None:
+    """Check ``--ray``/``--replicas`` and hand them to the app (``SDRINDEX_RAY_*``)."""
+    from sdrindex.cluster import is_sharded
+    from sdrindex.cluster.ray_connect import import_ray
+    from sdrindex.errors import ParameterError
+
+    if not args.ray:
+        raise ParameterError("--replicas needs --ray ADDRESS (the cluster the shards run on)")
+    if args.replicas is not None and args.replicas < 1:
+        raise ParameterError(f"--replicas must be >= 1, got {args.replicas}")
+    if args.workers != 1:
+        raise ParameterError(
+            "--ray serves with one worker process (the shards' work runs on the cluster, and "
+            "each worker would start its own shard actors): drop --workers, or run several "
+            "`sdrindex serve --ray` behind a load balancer"
+        )
+    import_ray()  # the install hint now, not a failing /readyz later
+    if not is_sharded(bundle):
+        raise ParameterError(
+            f"--ray serves a sharded bundle and {bundle} is not one: build it with "
+            f"`sdrindex build --out {bundle} --shards N`"
+        )
+    os.environ["SDRINDEX_RAY_ADDRESS"] = args.ray
+    if args.replicas is not None:
+        os.environ["SDRINDEX_RAY_REPLICAS"] = str(args.replicas)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with ``args.workers`` workers over the bundle."""
     import uvicorn
@@ -142,7 +182,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ParameterError(f"--port must be in 0..65535, got {args.port}")
     bundle = args.bundle or Path(os.environ.get("SDRINDEX_BUNDLE") or "bundles/mnist")
-    ensure_bundle(bundle, build=not args.no_build)
+    if args.ray or args.replicas is not None:
+        _cluster_options(args, bundle)
+    else:
+        ensure_bundle(bundle, build=not args.no_build)
     # The workers read their settings from the environment.
     os.environ["SDRINDEX_BUNDLE"] = str(bundle.resolve())
     metrics_dir = None

@@ -109,6 +109,25 @@ class Settings(BaseSettings):
         "before it answers from the previous one",
     )
 
+    ray_address: str | None = Field(
+        None,
+        description="HOST:PORT of a Ray cluster's head: serve a sharded bundle whose shards are "
+        "Ray actors there (`sdrindex serve --ray ADDRESS`); unset: the bundle is served here",
+    )
+    ray_replicas: int = Field(1, ge=1, le=64, description="Ray actors per shard (--replicas)")
+    ray_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="how long a query waits for a shard's actors before it answers 503 naming "
+        "the shard (a killed actor is back in about a second; a lost node may not come back)",
+    )
+    ray_actor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each shard actor asks for, as JSON (e.g. "
+        '{"sdrindex_shard_slot": 1}: one shard per node offering one slot)',
+    )
+
     @field_validator("api_key")
     @classmethod
     def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from sdr_service import schemas
+from sdr_service.cluster import ClusterService, retry_after, shards_down
 from sdr_service.deps import Meters, Service, Threads, json_response
 from sdr_service.metrics import CONTENT_TYPE
 from sdr_service.settings import Settings
@@ -68,6 +69,19 @@ def sample_answer(svc: BundleService, seed: int | None) -> dict[str, Any]:
     }
 
 
+async def _cluster_ready(svc: ClusterService) -> Response:
+    """``/readyz`` of a bundle sharded over Ray actors: 200 only while every shard answers."""
+    # asks every actor (a few seconds at most): anyio's threads, not the request threads
+    shards = await anyio.to_thread.run_sync(svc.shards) or []
+    down = shards_down(shards)
+    status = "ready" if down is None else "degraded"
+    body = {"status": status, "detail": down, "pid": os.getpid(), "shards": shards}
+    response = json_response(body, 200 if down is None else 503)
+    if down is not None:
+        response.headers["Retry-After"] = retry_after(svc.settings)
+    return response
+
+
 def router(settings: Settings) -> APIRouter:
     """The info, sample, health and metrics routes."""
     api = APIRouter()
@@ -98,6 +112,8 @@ def router(settings: Settings) -> APIRouter:
         """200 once the bundle is loaded and the index warmed; 503 before (or while a failed
         load is retried, with the reason and ``Retry-After``). Ready with a newer version that
         does not load: 200 (the previous one serves), the reload error in ``detail``."""
+        if svc.ready() and isinstance(svc, ClusterService):
+            return await _cluster_ready(svc)
         if svc.ready():
             body = {"status": "ready", "detail": svc.reload_error, "pid": os.getpid()}
             return json_response(body)
