@@ -88,13 +88,28 @@ class ShardResult:
     seconds: float
 
 
-def _rows(job: ShardJob) -> tuple[np.ndarray, np.ndarray | None]:
+def _rows(job: ShardJob) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The shard's images and labels, and the number of items of the whole collection."""
     from sdrindex.images import load_source
 
     data = load_source(job.source, job.labels, job.limit)
     images = np.ascontiguousarray(data.images[job.shard :: job.n_shards])
     labels = None if data.labels is None else np.asarray(data.labels[job.shard :: job.n_shards])
-    return images, labels
+    return images, labels, int(data.images.shape[0])
+
+
+def _index_params(job: ShardJob, n_total: int, sdrs: np.ndarray) -> dict[str, Any]:
+    """The shard's index parameters: a graph shard searches as wide as one graph over the
+    whole collection would (its own size would pick a narrower search and lose recall)."""
+    from sdrindex.index import collection_search
+
+    params = dict(job.index_params)
+    if job.backend == "nndescent":
+        auto = collection_search(n_total, sdrs)
+        for name in ("ef", "epsilon"):
+            if params.get(name) is None:
+                params[name] = auto[name]
+    return params
 
 
 def _intact(vdir: Path) -> bool:
@@ -133,12 +148,12 @@ def build_shard(job: ShardJob, sp: Any = None) -> ShardResult:
     remove_quietly(vdir)  # ours: the build's own name, left by an attempt that failed
     if sp is None:
         sp = SpatialPooler.load(job.sp_file)
-    images, labels = _rows(job)
+    images, labels, n_total = _rows(job)
     if images.shape[0] == 0:
         raise ParameterError(f"shard {job.shard} of {job.n_shards} would hold no items")
     sdrs = sp.transform(binarize(images, job.threshold).reshape(images.shape[0], -1), packed=True)
     table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
-    index = SDRIndex(job.backend, **dict(job.index_params)).fit(sdrs, sp.n_columns)
+    index = SDRIndex(job.backend, **_index_params(job, n_total, sdrs)).fit(sdrs, sp.n_columns)
     stamp = {"build": job.build, "shard": job.shard, "n_shards": job.n_shards, "rule": RULE}
     bundle = Bundle(
         sp=sp,

@@ -10,11 +10,13 @@ checks) and ``format`` (``index.json`` checks).
 
 from .backend import Backend
 from .facade import SDRIndex
+from .graph import collection_search
 from .params import NNDESCENT_DEFAULTS
 from .registry import BACKENDS, backend_names, register_backend
 
 __all__ = [
     "SDRIndex",
+    "collection_search",
     "BACKENDS",
     "NNDESCENT_DEFAULTS",
     "Backend",

@@ -48,7 +48,23 @@ from ._postings import Buffer, n_words
 from .backend import Prepared
 from .format import check_csr
 
-__all__ = ["GraphBackend"]
+__all__ = ["GraphBackend", "collection_search"]
+
+
+def collection_search(n_items: int, packed: NDArray[np.uint8]) -> dict[str, Any]:
+    """The ``ef`` / ``epsilon`` a graph searches with when it is one shard of a collection of
+    ``n_items`` SDRs like ``packed`` (n, n_bytes): the collection's automatic beam, and a
+    band no narrower than a small index's (0.1).
+
+    A shard's own automatic setting follows its own size. 4 shards of the 1M sdrindex-mnist
+    collection (250k each, merged top 10; 1,000 queries; 2026-11-30,
+    /work/prof/shard_recall.py): recall@10 0.915 with each shard's own (27, 0.08), 0.973
+    with the collection's (126, 0.05), 0.988 with (128, 0.076), 0.994 with (126, 0.1); one
+    index over the whole: 0.992 at (126, 0.05). A shard must find its few of the global
+    top 10 among near ties, so it needs the wider band.
+    """
+    ef, epsilon = _auto_search(int(n_items), _mean_active(to_words(packed)))
+    return {"ef": ef, "epsilon": max(epsilon, 0.1)}
 
 
 def _auto_search(n_distinct: int, mean_active: float) -> tuple[int, float]:
