@@ -47,8 +47,12 @@ OURS_SETTINGS: tuple[tuple[int | None, float | None, int | None], ...] = (
     (128, 0.0, None),
     (16, 0.1, None),
     (32, 0.1, None),
+    (48, 0.1, None),
+    (64, 0.1, None),
+    (40, 0.12, None),
     (64, 0.05, None),
     (96, 0.05, None),
+    (112, 0.05, None),
     (128, 0.05, None),
     (160, 0.05, None),
 )
