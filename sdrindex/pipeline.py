@@ -28,10 +28,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sdrindex.bundle import Bundle, check_labels_arg
-from sdrindex.datasets import binarize
 from sdrindex.decoders import DECODER_KINDS, train_decoders
 from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
+from sdrindex.preprocess import Preprocess, encode_input, input_size
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
 from sdrindex.warmup import WARM_UP_FROM, WARM_UP_WAIT, WarmUp
@@ -217,6 +217,7 @@ def build_bundle(
     *,
     sp: SpatialPooler,
     threshold: float | str = 128,
+    preprocess: Mapping[str, Any] | None = None,
     epochs: int = 1,
     backend: str = "nndescent",
     index_params: Mapping[str, Any] | None = None,
@@ -237,6 +238,10 @@ def build_bundle(
         An unfitted SP with the parameters to learn (see :mod:`sdrindex.sp.presets`).
     threshold : int, float or "mean"
         The binarisation rule (:func:`sdrindex.datasets.binarize`).
+    preprocess : mapping, optional
+        Deskew, blur and thermometer planes before the SP (:mod:`sdrindex.preprocess`;
+        ``sdrindex.sp.preprocess_for(preset)``); stored in the bundle's encoder, so queries
+        get the same.
     epochs : int
         Passes of SP learning over the images.
     backend : {"nndescent", "exact"}
@@ -265,11 +270,14 @@ def build_bundle(
     arr = _as_images(images)
     n = arr.shape[0]
     labels_arr = check_labels_arg(labels, n)
-    if arr.shape[1] * arr.shape[2] != sp.n_inputs:
+    encoder = {"threshold": threshold, "rule": "pixel >= threshold"}
+    if preprocess:
+        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()  # checked here
+    if input_size(arr.shape[1:], preprocess) != sp.n_inputs:
         raise ParameterError(
-            f"the SP expects {sp.n_inputs} inputs but the images have "
-            f"{arr.shape[1] * arr.shape[2]} pixels; set inputDimensions in the SP config to "
-            "the image shape"
+            f"the SP expects {sp.n_inputs} inputs but the images give "
+            f"{input_size(arr.shape[1:], preprocess)} (pixels x planes); set inputDimensions in "
+            "the SP config to the image shape (with the number of planes last)"
         )
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
@@ -278,7 +286,7 @@ def build_bundle(
     index.prepare_fit(sp.n_columns, n)  # a backend's own background work, if it has any
     try:
         with stages.stage("binarize"):
-            X = binarize(arr, threshold).reshape(n, -1)
+            X = encode_input(arr, encoder)
         with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
             sp.fit(X, epochs=int(epochs))
         with stages.stage("encode"):
@@ -289,7 +297,7 @@ def build_bundle(
             sp=sp,
             table=table,
             index=index,
-            encoder={"threshold": threshold, "rule": "pixel >= threshold"},
+            encoder=encoder,
             dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
         )
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)
