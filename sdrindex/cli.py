@@ -222,7 +222,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.bundle import update_lock
     from sdrindex.images import load_source
     from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
-    from sdrindex.sp import sp_from_config, threshold_for
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
 
     _check_build_target(args.out, args.force)  # before any long work
     sp = sp_from_config(args.config)  # validate the config before any long work
@@ -235,6 +235,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         data.labels,
         sp=sp,
         threshold=threshold,
+        preprocess=preprocess_for(args.config),
         epochs=args.epochs,
         backend=args.backend,
         decoders={None: None, "ridge": "default", "all": "all"}[args.decoder],

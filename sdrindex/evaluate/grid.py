@@ -165,10 +165,11 @@ def _measure(bundle: Any, test_images: NDArray, test_labels: NDArray, ks: list[i
 
 
 def _split_params(
-    params: dict[str, Any], base_params: dict[str, Any]
+    params: dict[str, Any], base_params: dict[str, Any], base_prep: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(SP parameters, preprocess table or None) of one configuration."""
-    prep = {k: params.pop(k) for k in PREPROCESS_KEYS if k in params}
+    """(SP parameters, preprocess table or None) of one configuration: the base preset's
+    preprocessing with the configuration's keys laid over it."""
+    prep = {**(base_prep or {}), **{k: params.pop(k) for k in PREPROCESS_KEYS if k in params}}
     if not prep:
         return params, None
     n_planes = Preprocess.from_dict(prep).n_planes  # checks the values
@@ -215,7 +216,7 @@ def sweep(
     """
     from sdrindex.datasets import load_mnist
     from sdrindex.pipeline import build_bundle
-    from sdrindex.sp import DEFAULT_PRESET, SpatialPooler
+    from sdrindex.sp import DEFAULT_PRESET, SpatialPooler, preprocess_for
 
     base = spec.get("base", DEFAULT_PRESET)
     ks = [int(k) for k in (spec.get("k") or [1, 5, 10])]
@@ -235,7 +236,7 @@ def sweep(
         params = dict(params)
         threshold = params.pop("threshold", 128)
         epochs = int(params.pop("epochs", 1))
-        params, prep = _split_params(params, _sp_params(base, {}))
+        params, prep = _split_params(params, _sp_params(base, {}), preprocess_for(base))
         sp = SpatialPooler.from_nupic_params(_sp_params(base, params))
         if verbose:
             print(f"[sweep] {name}: {sp.n_columns} columns...", file=sys.stderr, flush=True)

@@ -89,6 +89,17 @@ DEFAULT_PRESET = "sdrindex-mnist"
 PRESET_THRESHOLDS: dict[str, int | str] = {"sdrindex-mnist": "mean", "htmcore-mnist": 128}
 
 
+#: The preprocessing each preset was tuned with (:mod:`sdrindex.preprocess`); others: none.
+PRESET_PREPROCESS: dict[str, dict[str, Any]] = {}
+
+
+def preprocess_for(source: str | Path | None) -> dict[str, Any] | None:
+    """The preprocessing (deskew, blur, planes) that goes with a preset (None: none)."""
+    name = DEFAULT_PRESET if source is None else str(source)
+    spec = PRESET_PREPROCESS.get(name)
+    return dict(spec) if spec else None
+
+
 def threshold_for(source: str | Path | None) -> int | str:
     """The input threshold that goes with a preset (128 for presets without one and files)."""
     name = DEFAULT_PRESET if source is None else str(source)
