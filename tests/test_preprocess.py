@@ -199,3 +199,11 @@ def test_sweep_rows_report_pixel_and_sdr_accuracy_on_the_same_input(tmp_path):
     table = format_sweep(rows)
     assert "pixel 1-NN" in table and "decoder MSE" in table and table.count("\n") == 4
     assert "deskew, planes 64/192" in table
+
+
+def test_warm_up_runs_an_sp_over_planes():
+    """The warm-up (sdrindex.warmup) feeds a planes SP 2-D images through planes, as builds do."""
+    from sdrindex.warmup import warm_up
+
+    sp = SpatialPooler.from_nupic_params(dict(SP3))
+    warm_up(sp.get_params(), backend="exact", decoders=())  # raised a shape error before
