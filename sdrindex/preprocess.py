@@ -154,8 +154,8 @@ def blur(images: ArrayLike, sigma: float) -> NDArray[np.float32]:
     acc = np.zeros_like(arr)
     for i, weight in enumerate(k):
         acc += weight * padded[:, :, i : i + w]
-    arr = acc
-    return arr
+    # float rounding can take a 255 plateau to 255.00003, which binarize refuses
+    return np.clip(acc, 0.0, 255.0, out=acc)
 
 
 def thermometer(images: ArrayLike, thresholds: tuple[float, ...]) -> NDArray[np.uint8]:

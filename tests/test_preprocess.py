@@ -207,3 +207,11 @@ def test_warm_up_runs_an_sp_over_planes():
 
     sp = SpatialPooler.from_nupic_params(dict(SP3))
     warm_up(sp.get_params(), backend="exact", decoders=())  # raised a shape error before
+
+
+def test_blurred_full_white_stays_in_range_for_binarize():
+    img = np.full((1, 28, 28), 255, np.uint8)  # float rounding once gave 255.00003
+    out = blur(img, 0.5)
+    assert out.max() <= 255.0
+    enc = encode_input(img, {"threshold": "mean", "preprocess": {"blur": 0.5}})
+    assert enc.shape == (1, 784)
