@@ -176,6 +176,26 @@ def _as_images(images: ArrayLike) -> NDArray[np.uint8]:
     return arr
 
 
+def _encoder(
+    image_shape: tuple[int, ...],
+    n_inputs: int,
+    threshold: float | str,
+    preprocess: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The bundle's encoder configuration, checked against the SP's number of inputs."""
+    encoder: dict[str, Any] = {"threshold": threshold, "rule": "pixel >= threshold"}
+    if preprocess:
+        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()  # checked here
+    size = input_size(image_shape, preprocess)
+    if size != n_inputs:
+        raise ParameterError(
+            f"the SP expects {n_inputs} inputs but the images give {size} (pixels x planes); "
+            "set inputDimensions in the SP config to the image shape (with the number of "
+            "planes last)"
+        )
+    return encoder
+
+
 def _index_and_decoders(
     bundle: Bundle,
     sdrs: NDArray[np.uint8],
@@ -270,15 +290,7 @@ def build_bundle(
     arr = _as_images(images)
     n = arr.shape[0]
     labels_arr = check_labels_arg(labels, n)
-    encoder = {"threshold": threshold, "rule": "pixel >= threshold"}
-    if preprocess:
-        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()  # checked here
-    if input_size(arr.shape[1:], preprocess) != sp.n_inputs:
-        raise ParameterError(
-            f"the SP expects {sp.n_inputs} inputs but the images give "
-            f"{input_size(arr.shape[1:], preprocess)} (pixels x planes); set inputDimensions in "
-            "the SP config to the image shape (with the number of planes last)"
-        )
+    encoder = _encoder(arr.shape[1:], sp.n_inputs, threshold, preprocess)
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
     # the later stages' kernels compile in another process while the SP learns on one core
