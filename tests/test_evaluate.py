@@ -275,9 +275,35 @@ def test_full_mnist_targets(tmp_path):
     assert main(args) == 0
     rep = evaluate(Bundle.load(tmp_path / "full"), backends=("exact",), mp_limit=200)
     rec = rep["reconstruction"]
-    assert rec["nearest"]["mse"] <= 0.030
-    assert rec["knn"]["mse"] <= 0.020
-    assert rec["decoder"]["mse"] <= 0.012
-    assert rec["backprojection"]["mse"] <= 0.040
-    assert rep["noise_drop_at_30pct_points"] <= 2.0
-    assert rep["classification"]["knn_accuracy"] >= 0.96  # target 0.975: see README
+    # The shipped default's measured levels (README, representation sweep, 2026-11-30:
+    # 5-NN 96.90 %, 1-NN 96.30 %, MSE nearest 0.0295, knn 0.0163, back-projection 0.0235,
+    # Ridge 0.0081, noise drop 0.23 points) with a small margin.
+    assert rec["nearest"]["mse"] <= 0.0300
+    assert rec["knn"]["mse"] <= 0.0170
+    assert rec["decoder"]["mse"] <= 0.0090
+    assert rec["backprojection"]["mse"] <= 0.0250
+    assert rep["noise_drop_at_30pct_points"] <= 1.0
+    assert rep["classification"]["knn_accuracy"] >= 0.965  # issue 12's 0.975: see README
+    assert rep["classification"]["nn1_accuracy"] >= 0.959
+
+
+@pytest.mark.slow
+def test_deskew_preset_accuracy():
+    """sdrindex-mnist-deskew's SDR 5-NN on full MNIST (measured 97.53 %; -m slow)."""
+    from sdrindex.labels import KNNLabeler
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
+
+    name = "sdrindex-mnist-deskew"
+    train, train_labels = load_mnist("train")
+    test, test_labels = load_mnist("test")
+    bundle = build_bundle(
+        train,
+        train_labels,
+        sp=sp_from_config(name),
+        threshold=threshold_for(name),
+        preprocess=preprocess_for(name),
+        backend="exact",
+    )
+    ids, ov = bundle.index.query(bundle.encode(test), 5)
+    pred = KNNLabeler(bundle, k=5).predict_from_neighbours(ids, ov)
+    assert np.mean(pred == test_labels) >= 0.972

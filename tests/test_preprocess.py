@@ -215,3 +215,19 @@ def test_blurred_full_white_stays_in_range_for_binarize():
     assert out.max() <= 255.0
     enc = encode_input(img, {"threshold": "mean", "preprocess": {"blur": 0.5}})
     assert enc.shape == (1, 784)
+
+
+def test_deskew_preset_builds_a_bundle_that_deskews_its_queries(tmp_path, digits):
+    from sdrindex.cli import main
+    from sdrindex.sp import preprocess_for, threshold_for
+
+    assert preprocess_for("sdrindex-mnist-deskew") == {"deskew": True}
+    assert preprocess_for(None) is None and preprocess_for("forum-global") is None
+    assert threshold_for("sdrindex-mnist-deskew") == "mean"
+    args = ["build", "--out", str(tmp_path / "b"), "--limit", "300"]
+    assert main([*args, "--config", "sdrindex-mnist-deskew", "--backend", "exact"]) == 0
+    b = Bundle.load(tmp_path / "b")
+    assert b.encoder["preprocess"]["deskew"] is True
+    np.testing.assert_array_equal(b.encode(digits[0][:20]), np.asarray(b.table.sdrs)[:20])
+    plain = b.sp.transform(binarize(digits[0][:20], "mean"), packed=True)
+    assert not np.array_equal(b.encode(digits[0][:20]), plain)  # deskewed, not plain
