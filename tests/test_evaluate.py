@@ -193,7 +193,7 @@ threshold = "mean"
         assert r["build_seconds"] > 0 and 0 < r["sparsity"] < 1
     assert rows[0]["active_bits"] == pytest.approx(6, abs=0.5)
     table = format_sweep(rows)
-    assert "3-NN acc" in table and table.count("\n") == 4
+    assert "SDR 3-NN" in table and "pixel 3-NN" in table and table.count("\n") == 4
     bad = tmp_path / "bad.toml"
     bad.write_text("colums = 3\n")
     with pytest.raises(Exception, match="unknown keys"):

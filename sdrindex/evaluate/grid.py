@@ -300,7 +300,9 @@ def format_sweep(rows: list[dict[str, Any]], ks: list[int] | None = None) -> str
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     opt = lambda r, key, fmt: fmt.format(r[key]) if key in r else "-"  # noqa: E731
     for r in rows:
-        cells = [r["name"], _prep_label(r.get("preprocess") or {}), str(r["threshold"])]
+        prep = r.get("preprocess") or {}
+        threshold = "-" if prep.get("planes") else str(r["threshold"])  # planes replace it
+        cells = [r["name"], _prep_label(prep), threshold]
         cells.append(str(r["epochs"]))
         cells += [f"{100 * r[f'knn{k}_accuracy']:.2f}" for k in ks]
         cells += [f"{100 * r[f'pixel_knn{k}_accuracy']:.2f}" for k in pix]
