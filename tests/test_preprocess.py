@@ -231,3 +231,16 @@ def test_deskew_preset_builds_a_bundle_that_deskews_its_queries(tmp_path, digits
     np.testing.assert_array_equal(b.encode(digits[0][:20]), np.asarray(b.table.sdrs)[:20])
     plain = b.sp.transform(binarize(digits[0][:20], "mean"), packed=True)
     assert not np.array_equal(b.encode(digits[0][:20]), plain)  # deskewed, not plain
+
+
+def test_planes_preset_builds_queries_and_draws_through_its_planes(tmp_path, digits):
+    from sdrindex.cli import main
+
+    args = ["build", "--out", str(tmp_path / "b"), "--limit", "300", "--backend", "exact"]
+    assert main([*args, "--config", "sdrindex-mnist-planes"]) == 0
+    b = Bundle.load(tmp_path / "b")
+    assert b.sp.n_inputs == 28 * 28 * 3 and b.encoder["preprocess"]["planes"] == [32, 128, 224]
+    np.testing.assert_array_equal(b.encode(digits[0][:20]), np.asarray(b.table.sdrs)[:20])
+    fig = ["figure", "--out", str(tmp_path / "f.png"), "--limit", "200", "--n", "4"]
+    assert main([*fig, "--config", "sdrindex-mnist-planes"]) == 0  # binarize() alone: 784 inputs
+    assert (tmp_path / "f.png").stat().st_size > 0
