@@ -167,9 +167,10 @@ def thermometer(images: ArrayLike, thresholds: tuple[float, ...]) -> NDArray[np.
         Flattened from (n, height, width, n_planes).
     """
     arr = _as_batch(images)
-    t = np.asarray(thresholds, dtype=np.float32)
-    planes = arr[..., None] >= t
-    return planes.reshape(arr.shape[0], -1).astype(np.uint8)
+    out = np.empty((*arr.shape, len(thresholds)), np.uint8)
+    for p, t in enumerate(thresholds):  # one plane at a time: no (n, h, w, P) bool temporary
+        out[..., p] = arr >= t
+    return out.reshape(arr.shape[0], -1)
 
 
 @dataclass(frozen=True)
