@@ -30,7 +30,8 @@
   96.90 %) and brings every reconstruction closer to the original: nearest MSE 0.0286
   (0.0295), blend 0.0158 (0.0163), back-projection 0.0156 (0.0235), Ridge decoder 0.0053
   (0.0081). At 5 % sampling (3x the synapses) the figures were similar and learning ~3x
-  slower. The candidate for the default once its first start is timed on a quiet machine.
+  slower. Not the default yet: it learns ~1.4x slower than the default (twice the active
+  inputs), which puts the first start near or over its 90 s budget (README).
 """
 
 from __future__ import annotations
