@@ -28,7 +28,8 @@ Stages, in order (each optional):
     scored against the originals, need) beside the upright shape (which the labels need).
 
 Everything is vectorised numpy (no numba: nothing to compile on a first start) and
-deterministic; 70,000 MNIST images take about a second per stage here.
+deterministic. Measured here (2026-11-30, a shared machine): deskew 2.5 s for 60,000 MNIST
+digits, blur 1.0 s for 70,000, three planes 1.2-1.7 s for 60,000.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from sdrindex.errors import ParameterError
 
 __all__ = ["Preprocess", "deskew", "blur", "thermometer", "encode_input", "input_size"]
 
-#: Images processed at once: bounds the float temporaries (~4 x 28 x 28 x 8 bytes each).
+#: Images deskewed at once: bounds the float and index temporaries to a few tens of MB.
 _CHUNK = 8192
 
 
