@@ -269,6 +269,7 @@ def test_cli_sweep(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the MLP decoder alone takes minutes: over the suite's 600 s
 def test_full_mnist_targets(tmp_path):
     """The project's quality goals on the default full-MNIST bundle (minutes; -m slow)."""
     args = ["build", "--out", str(tmp_path / "full"), "--backend", "exact", "--decoder", "all"]
