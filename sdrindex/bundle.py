@@ -190,13 +190,10 @@ class Bundle:
 
     def encode(self, images: ArrayLike) -> NDArray[np.uint8]:
         """Images (n, 28, 28) uint8 -> packed SDRs (n, ceil(n_columns/8)) with this SP."""
-        from sdrindex.datasets import binarize
+        from sdrindex.preprocess import encode_input
 
-        arr = np.asarray(images)
-        if arr.ndim == 2:
-            arr = arr[None]
-        X = binarize(arr, self.threshold).reshape(arr.shape[0], -1)
-        return self.sp.transform(X, packed=True)
+        # the encoder config (threshold, optional deskew/blur/planes) the SP was trained with
+        return self.sp.transform(encode_input(images, self.encoder), packed=True)
 
     def add(self, images: ArrayLike, labels: ArrayLike | None = None) -> NDArray[np.int64]:
         """Encode and append items in memory (table + index); returns their ids.

@@ -125,13 +125,19 @@ def cmd_fetch_mnist(args: argparse.Namespace) -> int:
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    from sdrindex.datasets import binarize, load_mnist
+    from sdrindex.datasets import load_mnist
+    from sdrindex.decoders import raw_backprojection
     from sdrindex.evaluate.plots import comparison_figure
-    from sdrindex.sp import SpatialPooler, sp_from_config, threshold_for
+    from sdrindex.preprocess import encode_input
+    from sdrindex.sp import SpatialPooler, preprocess_for, sp_from_config, threshold_for
 
     t0 = time.perf_counter()
     if args.threshold is None:
         args.threshold = threshold_for(None if args.load_sp else args.config)
+    encoder = {
+        "threshold": args.threshold,
+        "preprocess": preprocess_for(None if args.load_sp else args.config),
+    }
     if args.load_sp:
         sp = SpatialPooler.load(args.load_sp)
         print(f"loaded SP from {args.load_sp}", file=sys.stderr)
@@ -140,7 +146,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
         images, _ = load_mnist("train", data_dir=args.data_dir)
         if args.limit:
             images = images[: args.limit]
-        X = binarize(images, args.threshold)
+        X = encode_input(images, encoder)
         print(
             f"learning the SP on {len(X)} MNIST training images x {args.epochs} epoch(s) "
             f"({sp.n_columns} columns)...",
@@ -155,12 +161,11 @@ def cmd_figure(args: argparse.Namespace) -> int:
     test_images, test_labels = load_mnist("test", data_dir=args.data_dir)
     pick = np.arange(args.n)
     imgs = test_images[pick]
-    sdrs = sp.transform(binarize(imgs, args.threshold))
-    rows = {
-        "back-projection\n(connected)": sp.inverse_transform(sdrs).reshape(imgs.shape),
-        "back-projection\n(permanence)": sp.inverse_transform(sdrs, weighted=True).reshape(
-            imgs.shape
-        ),
+    sdrs = sp.transform(encode_input(imgs, encoder))
+    packed = np.packbits(sdrs, axis=1)
+    rows = {  # planes summed per pixel (raw_backprojection)
+        "back-projection\n(connected)": raw_backprojection(sp, packed, False).reshape(imgs.shape),
+        "back-projection\n(permanence)": raw_backprojection(sp, packed, True).reshape(imgs.shape),
     }
     out = comparison_figure(
         imgs,
@@ -222,7 +227,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.bundle import update_lock
     from sdrindex.images import load_source
     from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
-    from sdrindex.sp import sp_from_config, threshold_for
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
 
     if args.shards > 1 or args.ray:
         from sdrindex import _cli_sharded
@@ -241,6 +246,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         data.labels,
         sp=sp,
         threshold=threshold,
+        preprocess=preprocess_for(args.config),
         epochs=args.epochs,
         backend=args.backend,
         decoders={None: None, "ridge": "default", "all": "all"}[args.decoder],

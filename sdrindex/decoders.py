@@ -317,7 +317,11 @@ def raw_backprojection(sp: Any, packed: NDArray[np.uint8], weighted: bool) -> ND
     ``sp.inverse_transform`` on the packed rows: its weights are kept by the SP until
     learning changes them, so repeated calls cost only the kernel.
     """
-    return sp.inverse_transform(np.ascontiguousarray(packed, dtype=np.uint8), weighted=weighted)
+    raw = sp.inverse_transform(np.ascontiguousarray(packed, dtype=np.uint8), weighted=weighted)
+    dims = tuple(sp.input_dimensions)
+    if len(dims) == 3:  # thermometer planes last (sdrindex.preprocess): one map per pixel
+        raw = raw.reshape(raw.shape[0], -1, dims[2]).sum(axis=2)
+    return raw
 
 
 def max_normalise(raw: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -28,10 +28,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sdrindex.bundle import Bundle, check_labels_arg
-from sdrindex.datasets import binarize
 from sdrindex.decoders import DECODER_KINDS, train_decoders
 from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
+from sdrindex.preprocess import Preprocess, encode_input, input_size
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
 from sdrindex.warmup import WARM_UP_FROM, WARM_UP_WAIT, WarmUp
@@ -179,6 +179,26 @@ def _as_images(images: ArrayLike) -> NDArray[np.uint8]:
     return arr
 
 
+def _encoder(
+    image_shape: tuple[int, ...],
+    n_inputs: int,
+    threshold: float | str,
+    preprocess: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The bundle's encoder configuration, checked against the SP's number of inputs."""
+    encoder: dict[str, Any] = {"threshold": threshold, "rule": "pixel >= threshold"}
+    if preprocess:
+        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()  # checked here
+    size = input_size(image_shape, preprocess)
+    if size != n_inputs:
+        raise ParameterError(
+            f"the SP expects {n_inputs} inputs but the images give {size} (pixels x planes); "
+            "set inputDimensions in the SP config to the image shape (with the number of "
+            "planes last)"
+        )
+    return encoder
+
+
 def _index_and_decoders(
     bundle: Bundle,
     sdrs: NDArray[np.uint8],
@@ -220,6 +240,7 @@ def build_bundle(
     *,
     sp: SpatialPooler,
     threshold: float | str = 128,
+    preprocess: Mapping[str, Any] | None = None,
     epochs: int = 1,
     backend: str = "nndescent",
     index_params: Mapping[str, Any] | None = None,
@@ -240,6 +261,10 @@ def build_bundle(
         An unfitted SP with the parameters to learn (see :mod:`sdrindex.sp.presets`).
     threshold : int, float or "mean"
         The binarisation rule (:func:`sdrindex.datasets.binarize`).
+    preprocess : mapping, optional
+        Deskew, blur and thermometer planes before the SP (:mod:`sdrindex.preprocess`;
+        ``sdrindex.sp.preprocess_for(preset)``); stored in the bundle's encoder, so queries
+        get the same.
     epochs : int
         Passes of SP learning over the images.
     backend : {"nndescent", "exact"}
@@ -268,12 +293,7 @@ def build_bundle(
     arr = _as_images(images)
     n = arr.shape[0]
     labels_arr = check_labels_arg(labels, n)
-    if arr.shape[1] * arr.shape[2] != sp.n_inputs:
-        raise ParameterError(
-            f"the SP expects {sp.n_inputs} inputs but the images have "
-            f"{arr.shape[1] * arr.shape[2]} pixels; set inputDimensions in the SP config to "
-            "the image shape"
-        )
+    encoder = _encoder(arr.shape[1:], sp.n_inputs, threshold, preprocess)
     stages = _Stages(progress)
     index = SDRIndex(backend, **dict(index_params or {}))
     # the later stages' kernels compile in another process while the SP learns on one core
@@ -281,7 +301,7 @@ def build_bundle(
     index.prepare_fit(sp.n_columns, n)  # a backend's own background work, if it has any
     try:
         with stages.stage("binarize"):
-            X = binarize(arr, threshold).reshape(n, -1)
+            X = encode_input(arr, encoder)
         with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
             sp.fit(X, epochs=int(epochs))
         with stages.stage("encode"):
@@ -292,7 +312,7 @@ def build_bundle(
             sp=sp,
             table=table,
             index=index,
-            encoder={"threshold": threshold, "rule": "pixel >= threshold"},
+            encoder=encoder,
             dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
         )
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)

@@ -72,16 +72,21 @@ def warm_up(
     from sdrindex.bundle import Bundle
     from sdrindex.decoders import train_decoders
     from sdrindex.index import SDRIndex
+    from sdrindex.preprocess import encode_input
     from sdrindex.sp import SpatialPooler
     from sdrindex.table import TrainingTable
 
     sp = SpatialPooler(**dict(sp_params))
     rng = np.random.default_rng(0)
     shape = tuple(int(d) for d in sp.input_dimensions)
-    if len(shape) != 2:  # the pipeline's images are 2-D
+    encoder: dict[str, Any] = {"threshold": 128, "rule": "pixel >= threshold"}
+    if len(shape) == 3:  # thermometer planes last (sdrindex.preprocess), on 2-D images
+        encoder["preprocess"] = {"planes": np.linspace(32, 224, shape[2]).tolist()}
+        shape = shape[:2]
+    elif len(shape) != 2:  # the pipeline's images are 2-D
         shape = (1, sp.n_inputs)
     images = (rng.random((N_WARM_IMAGES, *shape)) < 0.2).astype(np.uint8) * 255
-    X = (images >= 128).astype(np.uint8).reshape(N_WARM_IMAGES, -1)
+    X = encode_input(images, encoder)
     sp.compute(X[0], learn=False)  # initialises the state without learning
     sdrs = sp.transform(X, packed=True)
     labels = np.arange(N_WARM_IMAGES, dtype=np.int64) % 10
@@ -90,7 +95,7 @@ def warm_up(
         sp=sp,
         table=table,
         index=SDRIndex(backend, **dict(index_params or {})),
-        encoder={"threshold": 128, "rule": "pixel >= threshold"},
+        encoder=encoder,
         dataset={"n_items": N_WARM_IMAGES, "labels": True},
     )
     kinds = tuple(decoders)

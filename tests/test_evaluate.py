@@ -193,7 +193,7 @@ threshold = "mean"
         assert r["build_seconds"] > 0 and 0 < r["sparsity"] < 1
     assert rows[0]["active_bits"] == pytest.approx(6, abs=0.5)
     table = format_sweep(rows)
-    assert "3-NN acc" in table and table.count("\n") == 4
+    assert "SDR 3-NN" in table and "pixel 3-NN" in table and table.count("\n") == 4
     bad = tmp_path / "bad.toml"
     bad.write_text("colums = 3\n")
     with pytest.raises(Exception, match="unknown keys"):
@@ -269,15 +269,56 @@ def test_cli_sweep(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the MLP decoder alone takes minutes: over the suite's 600 s
 def test_full_mnist_targets(tmp_path):
     """The project's quality goals on the default full-MNIST bundle (minutes; -m slow)."""
     args = ["build", "--out", str(tmp_path / "full"), "--backend", "exact", "--decoder", "all"]
     assert main(args) == 0
     rep = evaluate(Bundle.load(tmp_path / "full"), backends=("exact",), mp_limit=200)
     rec = rep["reconstruction"]
-    assert rec["nearest"]["mse"] <= 0.030
-    assert rec["knn"]["mse"] <= 0.020
-    assert rec["decoder"]["mse"] <= 0.012
-    assert rec["backprojection"]["mse"] <= 0.040
-    assert rep["noise_drop_at_30pct_points"] <= 2.0
-    assert rep["classification"]["knn_accuracy"] >= 0.96  # target 0.975: see README
+    # The shipped default's measured levels (README, representation sweep, 2026-11-30:
+    # 5-NN 96.90 %, 1-NN 96.30 %, MSE nearest 0.0295, knn 0.0163, back-projection 0.0235,
+    # Ridge 0.0081, noise drop 0.23 points) with a small margin.
+    assert rec["nearest"]["mse"] <= 0.0300
+    assert rec["knn"]["mse"] <= 0.0170
+    assert rec["decoder"]["mse"] <= 0.0090
+    assert rec["backprojection"]["mse"] <= 0.0250
+    assert rep["noise_drop_at_30pct_points"] <= 1.0
+    assert rep["classification"]["knn_accuracy"] >= 0.965  # issue 12's 0.975: see README
+    assert rep["classification"]["nn1_accuracy"] >= 0.959
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, knn5, backprojection, ridge",
+    [  # measured (README, representation sweep): 97.53 %; 96.93 %, 0.0156, 0.0053
+        ("sdrindex-mnist-deskew", 0.972, None, None),
+        ("sdrindex-mnist-planes", 0.965, 0.0165, 0.0058),
+    ],
+)
+def test_preset_levels(name, knn5, backprojection, ridge):
+    """The new presets' SDR 5-NN and reconstructions on full MNIST (minutes each; -m slow)."""
+    from sdrindex.evaluate.metrics import mse
+    from sdrindex.labels import KNNLabeler
+    from sdrindex.reconstruct import BackprojectionReconstructor, DecoderReconstructor
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
+
+    train, train_labels = load_mnist("train")
+    test, test_labels = load_mnist("test")
+    bundle = build_bundle(
+        train,
+        train_labels,
+        sp=sp_from_config(name),
+        threshold=threshold_for(name),
+        preprocess=preprocess_for(name),
+        backend="exact",
+    )
+    q = bundle.encode(test)
+    ids, ov = bundle.index.query(q, 5)
+    pred = KNNLabeler(bundle, k=5).predict_from_neighbours(ids, ov)
+    assert np.mean(pred == test_labels) >= knn5
+    if backprojection is not None:
+        truth = test.astype(np.float32) / 255.0
+        assert mse(truth, BackprojectionReconstructor(bundle).reconstruct(q)) <= backprojection
+        bundle.decoder = train_decoder(bundle, "ridge")
+        assert mse(truth, DecoderReconstructor(bundle, "ridge").reconstruct(q)) <= ridge

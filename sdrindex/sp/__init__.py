@@ -1,7 +1,8 @@
 """The HTM Spatial Pooler: binary inputs -> SDRs (NuPIC-exact), and its named configurations.
 
 - :class:`SpatialPooler` (:mod:`.estimator`): the scikit-learn style estimator;
-- :mod:`.presets`: named configurations (``PRESETS``, ``sp_from_config``, ``threshold_for``);
+- :mod:`.presets`: named configurations (``PRESETS``, ``sp_from_config``,
+  ``threshold_for``, ``preprocess_for``);
 - :mod:`.topology`: coordinates, neighbourhoods, the column -> input mapping.
 
 The numba kernels (:mod:`._kernels` for learning, :mod:`._local` for local inhibition,
@@ -13,7 +14,15 @@ from . import topology
 from ._io import FORMAT_VERSION
 from ._params import NUPIC_PARAM_NAMES
 from .estimator import SpatialPooler
-from .presets import DEFAULT_PRESET, PRESET_THRESHOLDS, PRESETS, sp_from_config, threshold_for
+from .presets import (
+    DEFAULT_PRESET,
+    PRESET_PREPROCESS,
+    PRESET_THRESHOLDS,
+    PRESETS,
+    preprocess_for,
+    sp_from_config,
+    threshold_for,
+)
 
 __all__ = [
     "SpatialPooler",
@@ -22,6 +31,8 @@ __all__ = [
     "PRESETS",
     "DEFAULT_PRESET",
     "PRESET_THRESHOLDS",
+    "PRESET_PREPROCESS",
+    "preprocess_for",
     "sp_from_config",
     "threshold_for",
     "topology",
