@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +15,9 @@ from sdr_service.metrics import Metrics
 EXEMPT = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
 #: The endpoint label of requests refused before routing (the route is not known yet).
 REJECTED = "(rejected)"
+#: Seconds a rejected request's body is read and dropped after its 503 at most (a client that
+#: sends slower than that gets its connection closed, as before).
+DRAIN_S = 5.0
 
 
 class Guard:
@@ -52,7 +56,7 @@ class Guard:
             await self._guarded(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            await self._overloaded(scope, send)
+            await self._overloaded(scope, receive, send)
             return
         self.in_flight += 1
         self.metrics.in_flight.inc()
@@ -62,20 +66,40 @@ class Guard:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
 
-    async def _overloaded(self, scope: Scope, send: Send) -> None:
+    async def _overloaded(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         self.metrics.rejected.labels("overload").inc()
         detail = (
             f"overloaded: {self.max_in_flight} requests in progress on this worker; "
             f"retry after {self.retry_after.decode()} s"
         )
-        # No `Connection: close`: the server then reads the rest of the body and drops it
-        # (nothing is buffered) and the client reads the 503; closing a socket with unread
-        # data would reset the connection under the client instead.
-        await self._reject(send, 503, detail, [(b"retry-after", self.retry_after)], close=False)
+        # The 503 goes out before any of the body is read; the response ends only after the
+        # body was read and dropped (nothing is buffered). A server closing a socket with
+        # unread data resets the connection, and a client still sending its body then loses
+        # the 503 (BrokenPipeError): uvicorn closes right after the response when the client
+        # sent `Connection: close`, whatever was left unread.
+        headers = [(b"retry-after", self.retry_after)]
+        await self._reject(send, 503, detail, headers, close=False, more_body=True)
+        await self._drain(receive)
+        await send({"type": "http.response.body", "body": b""})
         self.metrics.observe_request(
             REJECTED, scope.get("method", ""), 503, time.perf_counter() - start
         )
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop a request's body: up to max_body bytes, for DRAIN_S at most."""
+        read = 0
+        try:
+            async with asyncio.timeout(DRAIN_S):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client left
+                    read += len(message.get("body", b""))
+                    if not message.get("more_body", False) or read > self.max_body:
+                        return
+        except TimeoutError:
+            return
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -124,6 +148,7 @@ class Guard:
         detail: str,
         headers: list[tuple[bytes, bytes]] | None = None,
         close: bool = True,
+        more_body: bool = False,
     ) -> None:
         body = error_body(status, detail)
         await send(
@@ -138,4 +163,4 @@ class Guard:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": more_body})
