@@ -99,7 +99,7 @@ def shard_job(job: dict) -> dict:
     from sdrindex.bundle import Bundle
     from sdrindex.cluster.layout import RULE, shard_dir
     from sdrindex.datasets import load_mnist
-    from sdrindex.index import SDRIndex
+    from sdrindex.index import SDRIndex, collection_search
     from sdrindex.sp import SpatialPooler
     from sdrindex.table import TrainingTable
 
@@ -112,7 +112,8 @@ def shard_job(job: dict) -> dict:
     images = np.ascontiguousarray(train[ids % N_TRAIN])
     sp = SpatialPooler.load(job["sp_file"])
     t_read = time.perf_counter() - t0
-    index = SDRIndex("nndescent").fit(sdrs, sp.n_columns)
+    # as sdrindex build --shards: each shard searches as wide as one graph over all n would
+    index = SDRIndex("nndescent", **collection_search(n, sdrs)).fit(sdrs, sp.n_columns)
     t_index = time.perf_counter() - t0 - t_read
     table = TrainingTable(images, sdrs, sp.n_columns, labels=labels[ids % N_TRAIN].astype(np.int64))
     stamp = {"build": job["build"], "shard": s, "n_shards": n_shards, "rule": RULE}
