@@ -358,7 +358,7 @@ class Bundle:
             "encoder": self.encoder,
             "dataset": self.dataset,
             "sp_params": self.sp.nupic_params(),
-            "has_labels": self.table.labels is not None,
+            "has_labels": self.table.has_labels,
             "has_decoder": bool(self.decoder),
         }
 

@@ -259,18 +259,7 @@ class ShardedBundle:
     def summary(self) -> dict[str, Any]:
         """As :meth:`Bundle.summary`, plus ``n_shards`` and each shard's status."""
         return {
-            "path": str(self.path) if self.path else None,
-            "created": self.manifest.get("created"),
-            "format_version": self.manifest.get("format_version"),
-            "versions": self.manifest.get("versions"),
-            "n_items": len(self.table),
-            "n_columns": int(self.sp.n_columns),
-            "backend": self.index.backend,
-            "encoder": self.encoder,
-            "dataset": self.dataset,
-            "sp_params": self.sp.nupic_params(),
-            "has_labels": self.table.has_labels,
-            "has_decoder": bool(self.decoder),
+            **Bundle.summary(self),  # type: ignore[arg-type]  # reads the same attributes
             "n_shards": self.n_shards,
             "shards": self.shardset.status(),
         }
