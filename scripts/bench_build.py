@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
     from sdrindex.datasets import load_mnist
     from sdrindex.decoders import train_decoders
     from sdrindex.pipeline import DECODER_SETS, BuildTimes, StageEvent, build_bundle
-    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
+    from sdrindex.sp import learn_limit_for, preprocess_for, sp_from_config, threshold_for
 
     print(f"load average before: {load_avg()} ({os.cpu_count()} cores)")
     print(f"numba cache: {os.environ.get('NUMBA_CACHE_DIR', '(default: __pycache__)')}")
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> None:
         sp=sp_from_config(None),
         threshold=threshold_for(None),
         preprocess=preprocess_for(None),
+        learn_limit=learn_limit_for(None),
         backend="exact" if args.only_decoders else args.backend,
         decoders=None if args.only_decoders else args.decoders,
         progress=progress,

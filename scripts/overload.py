@@ -317,7 +317,7 @@ def _small_bundle(work: Path) -> Path:
     """A bundle of 2,000 MNIST digits (exact index) for the run, reused when present."""
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle
-    from sdrindex.sp import sp_from_config
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
 
     out = work / "bundle"
     if not (out / "current").exists():
@@ -326,7 +326,8 @@ def _small_bundle(work: Path) -> Path:
             data.images,
             data.labels,
             sp=sp_from_config(None),
-            threshold=128,
+            threshold=threshold_for(None),
+            preprocess=preprocess_for(None),
             backend="exact",
             dataset={"source": "mnist", "description": "MNIST train, first 2000"},
         )

@@ -54,7 +54,7 @@ def build(args: argparse.Namespace, check_target: Any, waiting: Any) -> int:
     """``sdrindex build --shards N`` (N > 1, or any N with ``--ray``)."""
     from sdrindex.bundle import update_lock
     from sdrindex.cluster import build_sharded, open_sharded, process_runner, serial_runner
-    from sdrindex.sp import sp_from_config, threshold_for
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
 
     check_target(args.out, args.force)
     sp = sp_from_config(args.config)
@@ -69,7 +69,8 @@ def build(args: argparse.Namespace, check_target: Any, waiting: Any) -> int:
         check_target(args.out, args.force)  # again: the folder may have changed since
         out = build_sharded(
             args.data, args.out, args.shards, sp=sp, labels=args.labels, limit=args.limit,
-            learn_limit=args.learn_limit, threshold=threshold, epochs=args.epochs,
+            learn_limit=args.learn_limit, threshold=threshold,
+            preprocess=preprocess_for(args.config), epochs=args.epochs,
             backend=args.backend, decoders={None: None, "ridge": "default", "all": "all"}[
                 args.decoder], run_jobs=runner,
         )  # fmt: skip

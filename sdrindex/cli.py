@@ -88,6 +88,13 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _learn_limit(value: str) -> int | str:
+    """An argparse type: 'all' or a positive number of images."""
+    if value == "all":
+        return value
+    return _positive(value)
+
+
 def _threshold(value: str) -> int | str:
     """An argparse type: 'mean' or a grey level in 1..255."""
     if value == "mean":
@@ -128,24 +135,30 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from sdrindex.datasets import load_mnist
     from sdrindex.decoders import raw_backprojection
     from sdrindex.evaluate.plots import comparison_figure
-    from sdrindex.preprocess import encode_input
-    from sdrindex.sp import SpatialPooler, preprocess_for, sp_from_config, threshold_for
+    from sdrindex.preprocess import encode_input, input_size
+    from sdrindex.sp import (
+        SpatialPooler,
+        learn_limit_for,
+        preprocess_for,
+        sp_from_config,
+        threshold_for,
+    )
 
     t0 = time.perf_counter()
     if args.threshold is None:
         args.threshold = threshold_for(None if args.load_sp else args.config)
-    encoder = {
-        "threshold": args.threshold,
-        "preprocess": preprocess_for(None if args.load_sp else args.config),
-    }
+    encoder = {"threshold": args.threshold, "preprocess": preprocess_for(args.config)}
     if args.load_sp:
         sp = SpatialPooler.load(args.load_sp)
         print(f"loaded SP from {args.load_sp}", file=sys.stderr)
+        if sp.n_inputs != input_size((28, 28), encoder["preprocess"]):
+            encoder["preprocess"] = None  # a one-plane SP: the images binarised at threshold
     else:
         sp = sp_from_config(args.config)
         images, _ = load_mnist("train", data_dir=args.data_dir)
-        if args.limit:
-            images = images[: args.limit]
+        limit = args.limit or learn_limit_for(args.config)
+        if limit:
+            images = images[:limit]
         X = encode_input(images, encoder)
         print(
             f"learning the SP on {len(X)} MNIST training images x {args.epochs} epoch(s) "
@@ -227,14 +240,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sdrindex.bundle import update_lock
     from sdrindex.images import load_source
     from sdrindex.pipeline import BuildTimes, build_bundle, stderr_progress
-    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
+    from sdrindex.sp import learn_limit_for, preprocess_for, sp_from_config, threshold_for
 
+    if args.learn_limit is None:
+        args.learn_limit = learn_limit_for(args.config)
+    elif args.learn_limit == "all":
+        args.learn_limit = None
     if args.shards > 1 or args.ray:
         from sdrindex import _cli_sharded
 
         return _cli_sharded.build(args, _check_build_target, _waiting)
-    if args.learn_limit or args.workers != 1:
-        raise ParameterError("--learn-limit and --workers go with --shards N (N > 1)")
+    if args.workers != 1:
+        raise ParameterError("--workers goes with --shards N (N > 1)")
     _check_build_target(args.out, args.force)  # before any long work
     sp = sp_from_config(args.config)  # validate the config before any long work
     threshold = threshold_for(args.config) if args.threshold is None else args.threshold
@@ -248,6 +265,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         threshold=threshold,
         preprocess=preprocess_for(args.config),
         epochs=args.epochs,
+        learn_limit=args.learn_limit,
         backend=args.backend,
         decoders={None: None, "ridge": "default", "all": "all"}[args.decoder],
         dataset={
@@ -480,7 +498,8 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=_threshold,
         default=None,
-        help="pixel >= T is on (or 'mean'); default: the preset's ('mean' for sdrindex-mnist), "
+        help="pixel >= T is on (or 'mean'; planes presets ignore it); default: the preset's "
+        "('mean' for sdrindex-mnist), "
         "else 128",
     )
     g.add_argument(
@@ -512,7 +531,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=_threshold,
         default=None,
-        help="pixel >= T is on (or 'mean'); default: the preset's ('mean' for sdrindex-mnist), "
+        help="pixel >= T is on (or 'mean'; planes presets ignore it); default: the preset's "
+        "('mean' for sdrindex-mnist), "
         "else 128",
     )
     b.add_argument(
@@ -539,9 +559,11 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument(
         "--learn-limit",
-        type=_positive,
+        type=_learn_limit,
         default=None,
-        help="with --shards: the SP learns on the first N images only (then all are encoded)",
+        help="the SP learns on the first N images only, then all are encoded and indexed "
+        "('all': every image); default: the preset's (15000 for sdrindex-mnist-planes), "
+        "else all",
     )
     b.add_argument(
         "--workers", type=_positive, default=1, help="with --shards: local build processes"

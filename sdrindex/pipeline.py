@@ -31,7 +31,7 @@ from sdrindex.bundle import Bundle, check_labels_arg
 from sdrindex.decoders import DECODER_KINDS, train_decoders
 from sdrindex.errors import ParameterError
 from sdrindex.index import SDRIndex
-from sdrindex.preprocess import Preprocess, encode_input, input_size
+from sdrindex.preprocess import encode_input, encoder_config, input_size
 from sdrindex.sp import SpatialPooler
 from sdrindex.table import TrainingTable
 from sdrindex.warmup import WARM_UP_FROM, WARM_UP_WAIT, WarmUp
@@ -186,9 +186,7 @@ def _encoder(
     preprocess: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The bundle's encoder configuration, checked against the SP's number of inputs."""
-    encoder: dict[str, Any] = {"threshold": threshold, "rule": "pixel >= threshold"}
-    if preprocess:
-        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()  # checked here
+    encoder = encoder_config(threshold, preprocess)  # checks the preprocessing
     size = input_size(image_shape, preprocess)
     if size != n_inputs:
         raise ParameterError(
@@ -242,6 +240,7 @@ def build_bundle(
     threshold: float | str = 128,
     preprocess: Mapping[str, Any] | None = None,
     epochs: int = 1,
+    learn_limit: int | None = None,
     backend: str = "nndescent",
     index_params: Mapping[str, Any] | None = None,
     decoders: str | Iterable[str] | None = None,
@@ -267,6 +266,11 @@ def build_bundle(
         get the same.
     epochs : int
         Passes of SP learning over the images.
+    learn_limit : int, optional
+        The SP learns on the first ``learn_limit`` images only (all by default); every
+        image is still encoded, stored and indexed. :func:`sdrindex.sp.learn_limit_for`
+        gives a preset's (measured: learning on 15,000 MNIST digits gives the codes of
+        learning on all 60,000 at a quarter of the cost; README, issue 12).
     backend : {"nndescent", "exact"}
         The index backend.
     index_params : mapping, optional
@@ -289,6 +293,10 @@ def build_bundle(
     """
     if int(epochs) < 1:
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if learn_limit is not None and (isinstance(learn_limit, bool) or int(learn_limit) < 1):
+        raise ParameterError(
+            f"learn_limit must be an integer >= 1 (None: all), got {learn_limit!r}"
+        )
     kinds = decoder_kinds(decoders)
     arr = _as_images(images)
     n = arr.shape[0]
@@ -302,8 +310,9 @@ def build_bundle(
     try:
         with stages.stage("binarize"):
             X = encode_input(arr, encoder)
-        with stages.stage("learn SP", f"{n} images, {epochs} epoch(s)"):
-            sp.fit(X, epochs=int(epochs))
+        n_learn = n if learn_limit is None else min(n, int(learn_limit))
+        with stages.stage("learn SP", f"{n_learn} of {n} images, {epochs} epoch(s)"):
+            sp.fit(X[:n_learn], epochs=int(epochs))
         with stages.stage("encode"):
             sdrs = sp.transform(X, packed=True)
         with stages.stage("table"):
@@ -313,7 +322,12 @@ def build_bundle(
             table=table,
             index=index,
             encoder=encoder,
-            dataset={"n_items": n, "labels": labels_arr is not None, **dict(dataset or {})},
+            dataset={
+                "n_items": n,
+                "labels": labels_arr is not None,
+                "sp_learned_on": n_learn,
+                **dict(dataset or {}),
+            },
         )
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)
     except BaseException:

@@ -45,7 +45,16 @@ from numpy.typing import ArrayLike, NDArray
 from sdrindex.datasets import binarize
 from sdrindex.errors import ParameterError
 
-__all__ = ["Preprocess", "deskew", "blur", "thermometer", "encode_input", "input_size"]
+__all__ = [
+    "Preprocess",
+    "deskew",
+    "blur",
+    "thermometer",
+    "encoder_config",
+    "encode_input",
+    "input_image",
+    "input_size",
+]
 
 #: Images deskewed at once: bounds the float and index temporaries to a few tens of MB.
 _CHUNK = 8192
@@ -274,6 +283,14 @@ class Preprocess:
         return binarize(grey, threshold).reshape(grey.shape[0], -1)
 
 
+def encoder_config(threshold: float | str, preprocess: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A bundle's encoder configuration (the manifest's ``encoder``), checked."""
+    encoder: dict[str, Any] = {"threshold": threshold, "rule": "pixel >= threshold"}
+    if preprocess:
+        encoder["preprocess"] = Preprocess.from_dict(preprocess).to_dict()
+    return encoder
+
+
 def encode_input(images: ArrayLike, encoder: Mapping[str, Any]) -> NDArray[np.uint8]:
     """Images -> the Spatial Pooler's 0/1 input under a bundle's encoder configuration.
 
@@ -295,6 +312,17 @@ def encode_input(images: ArrayLike, encoder: Mapping[str, Any]) -> NDArray[np.ui
     if not spec:
         return binarize(arr, threshold).reshape(arr.shape[0], -1)
     return Preprocess.from_dict(spec).input_bits(arr, threshold)
+
+
+def input_image(images: ArrayLike, encoder: Mapping[str, Any]) -> NDArray[np.uint8]:
+    """What the SP sees, as images to show: (n, height, width) uint8 in 0..255.
+
+    One plane: 0 or 255 per pixel. Several (thermometer, or with ``original``): the
+    fraction of a pixel's planes that are on, so a thermometer code shows its grey steps.
+    """
+    arr = _as_batch(images)
+    bits = encode_input(arr, encoder).reshape(arr.shape[0], *arr.shape[1:], -1)
+    return np.rint(bits.mean(axis=-1, dtype=np.float32) * 255).astype(np.uint8)
 
 
 def input_size(image_shape: tuple[int, ...], preprocess: Mapping[str, Any] | None) -> int:

@@ -38,7 +38,7 @@ def build_small_bundle(
     """
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle
-    from sdrindex.sp import sp_from_config
+    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
 
     out = Path(out)
     if (out / "current").exists():
@@ -47,8 +47,9 @@ def build_small_bundle(
     bundle = build_bundle(
         data.images,
         data.labels,
-        sp=sp_from_config(None),
-        threshold=128,
+        sp=sp_from_config(None),  # the default preset, with its encoder
+        threshold=threshold_for(None),
+        preprocess=preprocess_for(None),
         backend=backend,
         decoders=["calibration", "ridge"] if decoder else None,
         dataset={"source": "mnist", "description": f"MNIST train, first {n}"},

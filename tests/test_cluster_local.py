@@ -416,7 +416,8 @@ def test_cli_build_query_info_add_on_a_sharded_bundle(data, tmp_path, capsys, mo
     assert "use --shards 331 or fewer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _cli("build", "--out", tmp_path / "x", "--shards", "0", *common)
-    assert _cli("build", "--out", tmp_path / "y", "--learn-limit", "5", *common) == 2
+    assert _cli("build", "--out", tmp_path / "y", "--workers", "2", *common) == 2
+    assert "--workers goes with --shards" in capsys.readouterr().err
     # --ray without the cluster extra: the extra to install is named (no network touched)
     monkeypatch.setitem(sys.modules, "sdrindex.cluster.ray_build", None)
     assert (
@@ -525,3 +526,29 @@ def test_two_writers_lose_nothing(built, data, tmp_path):
     again = open_sharded(root)
     assert len(again.table) == 336
     assert np.array_equal(again.table.get(np.arange(331, 336)).images, np.concatenate([a, b]))
+
+
+
+def test_sharded_build_applies_the_preprocessing_to_every_shard_and_query(data, tmp_path):
+    """A planes SP: shards encode their rows, and the front end its queries, through the
+    same thermometer planes as the SP learned on (it needs 3 inputs per pixel)."""
+    from sdrindex.preprocess import Preprocess
+
+    sp3 = {**SMALL_SP, "inputDimensions": [28, 28, 3], "columnDimensions": [20, 20, 1]}
+    planes = {"planes": [32, 128, 224]}
+    out = build_sharded(
+        str(data["dir"] / "images.npy"), tmp_path / "b", 3,
+        sp=SpatialPooler.from_nupic_params(sp3), labels=str(data["dir"] / "labels.npy"),
+        preprocess=planes, learn_limit=150, backend="exact", progress=lambda r: None,
+    )  # fmt: skip
+    bundle = open_sharded(tmp_path / "b")
+    assert out.is_dir() and bundle.encoder["preprocess"]["planes"] == [32, 128, 224]
+    assert bundle.dataset["sp_learned_on"] == 150
+    sp = SpatialPooler.from_nupic_params(sp3)  # the same SP learned directly on 150 images
+    bits = Preprocess.from_dict(planes).input_bits(data["images"])
+    sp.fit(bits[:150])
+    want = sp.transform(bits, packed=True)
+    np.testing.assert_array_equal(bundle.table.get(np.arange(len(want))).sdrs, want)
+    np.testing.assert_array_equal(bundle.encode(data["images"][:30]), want[:30])
+    for s in range(3):  # each shard's own manifest carries the collection's encoder
+        assert Bundle.load(layout_mod.shard_dir(tmp_path / "b", s)).encoder == bundle.encoder

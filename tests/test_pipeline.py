@@ -84,6 +84,23 @@ def test_pipeline_without_decoders_or_labels(digits):
     assert bundle.decoder is None and bundle.table.labels is None
 
 
+def test_learn_limit_learns_on_the_first_images_and_encodes_them_all(digits, tmp_path):
+    images, labels = digits
+    sp = SpatialPooler.from_nupic_params(SMALL_SP)
+    bundle = build_bundle(images, labels, sp=sp, backend="exact", learn_limit=120)
+    assert len(bundle.table) == 300 and bundle.dataset["sp_learned_on"] == 120
+    ref = SpatialPooler.from_nupic_params(SMALL_SP)
+    X = binarize(images, 128).reshape(300, -1)
+    ref.fit(X[:120])  # the SP state of learning on the first 120 images only
+    np.testing.assert_array_equal(np.asarray(bundle.table.sdrs), ref.transform(X, packed=True))
+    np.testing.assert_array_equal(bundle.sp.permanences_, ref.permanences_)
+    assert Bundle.load(bundle.save(tmp_path / "b")).dataset["sp_learned_on"] == 120
+    everything = build_bundle(images, labels, sp=SpatialPooler.from_nupic_params(SMALL_SP),
+                              backend="exact", learn_limit=10_000)  # fmt: skip
+    assert everything.dataset["sp_learned_on"] == 300
+    assert not np.array_equal(everything.sp.permanences_, ref.permanences_)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -94,6 +111,8 @@ def test_pipeline_without_decoders_or_labels(digits):
         ({"decoders": "everything"}, "decoders"),
         ({"decoders": ["ridge", "svm"]}, "svm"),
         ({"epochs": 0}, "epochs"),
+        ({"learn_limit": 0}, "learn_limit"),
+        ({"learn_limit": True}, "learn_limit"),
     ],
 )
 def test_pipeline_bad_input_names_the_problem(kwargs, message):

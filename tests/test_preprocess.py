@@ -17,6 +17,7 @@ from sdrindex.preprocess import (
     blur,
     deskew,
     encode_input,
+    input_image,
     input_size,
     thermometer,
 )
@@ -244,3 +245,27 @@ def test_planes_preset_builds_queries_and_draws_through_its_planes(tmp_path, dig
     fig = ["figure", "--out", str(tmp_path / "f.png"), "--limit", "200", "--n", "4"]
     assert main([*fig, "--config", "sdrindex-mnist-planes"]) == 0  # binarize() alone: 784 inputs
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_input_image_shows_what_the_sp_sees(digits):
+    images = digits[0][:5]
+    one = input_image(images, {"threshold": 128})
+    np.testing.assert_array_equal(one, binarize(images, 128).reshape(images.shape) * 255)
+    three = input_image(images, {"threshold": 128, "preprocess": {"planes": [32, 128, 224]}})
+    steps = (images >= 32).astype(int) + (images >= 128) + (images >= 224)
+    np.testing.assert_array_equal(three, np.rint(steps / 3 * 255).astype(np.uint8))
+
+
+def test_cli_learn_limit_defaults_to_the_presets_and_takes_all_or_a_number(tmp_path, digits):
+    from sdrindex.cli import main
+    from sdrindex.sp import learn_limit_for
+
+    base = ["build", "--limit", "300", "--backend", "exact", "--config", "sdrindex-mnist-planes"]
+    assert learn_limit_for("sdrindex-mnist-planes") == 15000  # more than these 300: all
+    assert main([*base, "--out", str(tmp_path / "a"), "--learn-limit", "120"]) == 0
+    assert Bundle.load(tmp_path / "a").dataset["sp_learned_on"] == 120
+    assert main([*base, "--out", str(tmp_path / "b"), "--learn-limit", "all"]) == 0
+    assert Bundle.load(tmp_path / "b").dataset["sp_learned_on"] == 300
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "c"), "--learn-limit", "some"])
+    assert not (tmp_path / "c").exists()

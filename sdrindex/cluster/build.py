@@ -75,6 +75,14 @@ class ShardJob:
     build: str = ""  # the build's version name: every shard's version is named so
     created: str = ""  # the build's time, written in every shard's manifest
     dataset: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] | None = None  # deskew/blur/planes before the SP, as the preset's
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        """The encoder configuration every shard's manifest stores (the collection's)."""
+        from sdrindex.preprocess import encoder_config
+
+        return encoder_config(self.threshold, self.preprocess)
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,8 @@ def build_shard(job: ShardJob, sp: Any = None) -> ShardResult:
     -------
     ShardResult
     """
-    from sdrindex.datasets import binarize
     from sdrindex.index import SDRIndex
+    from sdrindex.preprocess import encode_input
     from sdrindex.sp import SpatialPooler
     from sdrindex.table import TrainingTable
 
@@ -151,7 +159,7 @@ def build_shard(job: ShardJob, sp: Any = None) -> ShardResult:
     images, labels, n_total = _rows(job)
     if images.shape[0] == 0:
         raise ParameterError(f"shard {job.shard} of {job.n_shards} would hold no items")
-    sdrs = sp.transform(binarize(images, job.threshold).reshape(images.shape[0], -1), packed=True)
+    sdrs = sp.transform(encode_input(images, job.encoder), packed=True)
     table = TrainingTable(images, sdrs, sp.n_columns, labels=labels)
     index = SDRIndex(job.backend, **_index_params(job, n_total, sdrs)).fit(sdrs, sp.n_columns)
     stamp = {"build": job.build, "shard": job.shard, "n_shards": job.n_shards, "rule": RULE}
@@ -159,7 +167,7 @@ def build_shard(job: ShardJob, sp: Any = None) -> ShardResult:
         sp=sp,
         table=table,
         index=index,
-        encoder={"threshold": job.threshold, "rule": "pixel >= threshold"},
+        encoder=job.encoder,
         dataset={
             **job.dataset,
             "n_items": int(images.shape[0]),
@@ -258,6 +266,7 @@ def build_sharded(
     limit: int | None = None,
     learn_limit: int | None = None,
     threshold: int | float | str = 128,
+    preprocess: Mapping[str, Any] | None = None,
     epochs: int = 1,
     backend: str = "nndescent",
     index_params: Mapping[str, Any] | None = None,
@@ -282,7 +291,7 @@ def build_sharded(
         Unfitted, with the parameters to learn.
     learn_limit : int, optional
         Learn the SP on the first ``learn_limit`` images only (all of them by default).
-    threshold, epochs, backend, index_params, decoders, dataset
+    threshold, preprocess, epochs, backend, index_params, decoders, dataset
         As :func:`sdrindex.pipeline.build_bundle`; the decoders fit once, on the SDRs of
         the learning images, and are stored at the top level.
     run_jobs : callable
@@ -291,9 +300,9 @@ def build_sharded(
     progress : callable, optional
         Called with each :class:`ShardResult` as shards finish (default: a line on stderr).
     """
-    from sdrindex.datasets import binarize
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle, decoder_kinds
+    from sdrindex.preprocess import encode_input, encoder_config
 
     data = load_source(None if source is None else str(source), labels, limit)
     n = int(data.images.shape[0])
@@ -305,13 +314,15 @@ def build_sharded(
     }
     if n_shards == 1:
         bundle = build_bundle(
-            data.images, data.labels, sp=sp, threshold=threshold, epochs=epochs, backend=backend,
-            index_params=index_params, decoders=decoders, dataset=info,
+            data.images, data.labels, sp=sp, threshold=threshold, preprocess=preprocess,
+            epochs=epochs, learn_limit=learn_limit, backend=backend, index_params=index_params,
+            decoders=decoders, dataset=info,
         )  # fmt: skip
         return bundle.save(out)
     kinds = decoder_kinds(decoders)
     learn = data.images if not learn_limit else data.images[:learn_limit]
-    X = binarize(learn, threshold).reshape(learn.shape[0], -1)
+    encoder = encoder_config(threshold, preprocess)  # checks the preprocessing
+    X = encode_input(learn, encoder)
     sp.fit(X, epochs=int(epochs))
     decoder = _fit_decoders(sp, learn, data, X, kinds)
     del X
@@ -321,13 +332,19 @@ def build_sharded(
         str(root), 0, n_shards, str(staging / "sp.npz"), None if source is None else str(source),
         None if labels is None else str(labels), limit, threshold, backend,
         dict(index_params or {}), new_version_name(), _now(), info,
+        encoder.get("preprocess"),
     )  # fmt: skip
     meta = {
         "build": job.build,
         "sp_params": sp.nupic_params(),
         "n_columns": int(sp.n_columns),
-        "encoder": {"threshold": threshold, "rule": "pixel >= threshold"},
-        "dataset": {"n_items": n, "labels": data.labels is not None, **info},
+        "encoder": encoder,
+        "dataset": {
+            "n_items": n,
+            "labels": data.labels is not None,
+            "sp_learned_on": int(learn.shape[0]),
+            **info,
+        },
         "index": {"backend": backend},
         "has_labels": data.labels is not None,
         "image_shape": [int(d) for d in data.images.shape[1:]],

@@ -54,7 +54,9 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     """Read a sweep grid (TOML or JSON).
 
     Keys: ``base`` (a preset name or config file, default the default preset),
-    ``limit_train`` / ``limit_test`` (images used), ``k`` (list of k-NN vote sizes),
+    ``limit_train`` / ``limit_test`` (images used), ``learn_limit`` (the SP learns on the
+    first N training images only, "all": every one; default the base preset's; also
+    accepted per configuration), ``k`` (list of k-NN vote sizes),
     ``[grid]`` (parameter -> list of values; the cartesian product is run; ``threshold`` and
     ``epochs`` are accepted beside the SP parameters, and the preprocessing keys ``deskew``,
     ``blur`` and ``planes``; with ``planes`` and no ``inputDimensions`` the SP gets
@@ -71,7 +73,8 @@ def load_grid(path: str | Path) -> dict[str, Any]:
         raise ParameterError(f"{path}: not valid {path.suffix.lstrip('.')}: {exc}") from exc
     if not isinstance(spec, dict):
         raise ParameterError(f"{path}: expected a table")
-    unknown = set(spec) - {"base", "limit_train", "limit_test", "k", "grid", "configs"}
+    known = {"base", "limit_train", "limit_test", "learn_limit", "k", "grid", "configs"}
+    unknown = set(spec) - known
     if unknown:
         raise ParameterError(f"{path}: unknown keys {sorted(unknown)}")
     return spec
@@ -216,7 +219,7 @@ def sweep(
     """
     from sdrindex.datasets import load_mnist
     from sdrindex.pipeline import build_bundle
-    from sdrindex.sp import DEFAULT_PRESET, SpatialPooler, preprocess_for
+    from sdrindex.sp import DEFAULT_PRESET, SpatialPooler, learn_limit_for, preprocess_for
 
     base = spec.get("base", DEFAULT_PRESET)
     ks = [int(k) for k in (spec.get("k") or [1, 5, 10])]
@@ -236,6 +239,8 @@ def sweep(
         params = dict(params)
         threshold = params.pop("threshold", 128)
         epochs = int(params.pop("epochs", 1))
+        learn_limit = params.pop("learn_limit", spec.get("learn_limit", learn_limit_for(base)))
+        learn_limit = None if learn_limit in (None, "all") else int(learn_limit)
         params, prep = _split_params(params, _sp_params(base, {}), preprocess_for(base))
         sp = SpatialPooler.from_nupic_params(_sp_params(base, params))
         if verbose:
@@ -247,6 +252,7 @@ def sweep(
             threshold=threshold,
             preprocess=prep,
             epochs=epochs,
+            learn_limit=learn_limit,
             backend="exact",
             decoders=None,
         )
@@ -254,6 +260,7 @@ def sweep(
         row: dict[str, Any] = {"name": name, "params": params, "threshold": threshold}
         row["preprocess"] = prep or {}
         row["epochs"] = epochs
+        row["learned_on"] = int(bundle.dataset["sp_learned_on"])
         measured, q = _measure(bundle, test_images, test_labels, ks)
         row.update(measured)
         row.update(_pixel_row(pixel_cache, prep, data, ks))
@@ -291,7 +298,7 @@ def format_sweep(rows: list[dict[str, Any]], ks: list[int] | None = None) -> str
         ks = sorted(int(k[3:-9]) for k in keys)
     pix = [k for k in ks if f"pixel_knn{k}_accuracy" in rows[0]]
     head = (
-        ["config", "preprocess", "threshold", "epochs"]
+        ["config", "preprocess", "threshold", "epochs", "learned on"]
         + [f"SDR {k}-NN" for k in ks]
         + [f"pixel {k}-NN" for k in pix]
         + ["nearest MSE", "knn MSE", "backproj MSE", "decoder MSE", "noise drop"]
@@ -304,6 +311,7 @@ def format_sweep(rows: list[dict[str, Any]], ks: list[int] | None = None) -> str
         threshold = "-" if prep.get("planes") else str(r["threshold"])  # planes replace it
         cells = [r["name"], _prep_label(prep), threshold]
         cells.append(str(r["epochs"]))
+        cells.append(f"{r['learned_on']:,}" if "learned_on" in r else "-")
         cells += [f"{100 * r[f'knn{k}_accuracy']:.2f}" for k in ks]
         cells += [f"{100 * r[f'pixel_knn{k}_accuracy']:.2f}" for k in pix]
         cells += [f"{r['nearest_mse']:.4f}", f"{r['knn_mse']:.4f}"]

@@ -15,6 +15,8 @@ from numpy.typing import NDArray
 
 
 def _grid_shape(n: int, column_dimensions: tuple[int, ...]) -> tuple[int, int]:
+    while len(column_dimensions) > 2 and column_dimensions[-1] == 1:  # (79, 79, 1): a sheet
+        column_dimensions = column_dimensions[:-1]
     if len(column_dimensions) == 2:
         return int(column_dimensions[0]), int(column_dimensions[1])
     side = math.ceil(math.sqrt(n))

@@ -16,9 +16,11 @@ from ._params import NUPIC_PARAM_NAMES
 from .estimator import SpatialPooler
 from .presets import (
     DEFAULT_PRESET,
+    PRESET_LEARN_LIMITS,
     PRESET_PREPROCESS,
     PRESET_THRESHOLDS,
     PRESETS,
+    learn_limit_for,
     preprocess_for,
     sp_from_config,
     threshold_for,
@@ -32,6 +34,8 @@ __all__ = [
     "DEFAULT_PRESET",
     "PRESET_THRESHOLDS",
     "PRESET_PREPROCESS",
+    "PRESET_LEARN_LIMITS",
+    "learn_limit_for",
     "preprocess_for",
     "sp_from_config",
     "threshold_for",

@@ -89,7 +89,10 @@ class ImageOut(BaseModel):
 class InputOut(BaseModel):
     pixels: list[list[int]] = Field(description="the query image after normalisation")
     png_base64: str
-    binary_png_base64: str = Field(description="what the Spatial Pooler sees (pixel >= threshold)")
+    binary_png_base64: str = Field(
+        description="what the Spatial Pooler sees: pixel >= threshold, or with thermometer "
+        "planes the share of a pixel's planes that are on"
+    )
 
 
 class ReconstructResponse(BaseModel):

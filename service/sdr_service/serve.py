@@ -124,7 +124,7 @@ def build_default_bundle(out: Path) -> None:
     """
     from sdrindex.images import load_source
     from sdrindex.pipeline import build_bundle, stderr_progress
-    from sdrindex.sp import preprocess_for, sp_from_config, threshold_for
+    from sdrindex.sp import learn_limit_for, preprocess_for, sp_from_config, threshold_for
 
     data = load_source(None, None, None)
     bundle = build_bundle(
@@ -133,6 +133,7 @@ def build_default_bundle(out: Path) -> None:
         sp=sp_from_config(None),
         threshold=threshold_for(None),
         preprocess=preprocess_for(None),
+        learn_limit=learn_limit_for(None),
         backend="nndescent",
         decoders="default",
         dataset={

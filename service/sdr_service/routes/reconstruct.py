@@ -66,16 +66,17 @@ def _reconstructions(
 
 
 def _input_echo(loaded: Loaded, image: NDArray[np.uint8] | None) -> dict[str, Any] | None:
-    """The query image as received and as the SP saw it (binarised)."""
-    from sdrindex.datasets import binarize
+    """The query image as received and as the SP saw it (its encoder's input: binarised,
+    or with thermometer planes the share of a pixel's planes that are on)."""
+    from sdrindex.preprocess import input_image
 
     if image is None:
         return None
-    seen = binarize(image[None], loaded.bundle.threshold).reshape(image.shape) * 255
+    seen = input_image(image[None], loaded.bundle.encoder)[0]
     return {
         "pixels": image.tolist(),
         "png_base64": b64png(image),
-        "binary_png_base64": b64png(seen.astype(np.uint8)),
+        "binary_png_base64": b64png(seen),
     }
 
 
