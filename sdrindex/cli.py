@@ -488,7 +488,7 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
         "--config",
         default=None,
         help="SP preset (sdrindex-mnist, htmcore-mnist, forum-global, forum-local) or a "
-        "TOML/JSON file; default sdrindex-mnist",
+        "TOML/JSON file; default sdrindex-mnist-planes",
     )
     g.add_argument(
         "--limit", type=_positive, default=None, help="learn on the first N training images only"
@@ -523,7 +523,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--labels", default=None, help="labels for an IDX/.npy source (IDX or .npy)")
     b.add_argument("--limit", type=_positive, default=None, help="use the first N images only")
     b.add_argument(
-        "--config", default=None, help="SP preset or TOML/JSON file (default sdrindex-mnist)"
+        "--config", default=None, help="SP preset or TOML/JSON file (default sdrindex-mnist-planes)"
     )
     b.add_argument("--backend", choices=("nndescent", "exact", "dyadic"), default="nndescent")
     b.add_argument("--epochs", type=_positive, default=1)

@@ -223,7 +223,8 @@ def test_deskew_preset_builds_a_bundle_that_deskews_its_queries(tmp_path, digits
     from sdrindex.sp import preprocess_for, threshold_for
 
     assert preprocess_for("sdrindex-mnist-deskew") == {"deskew": True}
-    assert preprocess_for(None) is None and preprocess_for("forum-global") is None
+    assert preprocess_for(None) == {"planes": [32, 128, 224]}  # the default preset's
+    assert preprocess_for("sdrindex-mnist") is None and preprocess_for("forum-global") is None
     assert threshold_for("sdrindex-mnist-deskew") == "mean"
     args = ["build", "--out", str(tmp_path / "b"), "--limit", "300"]
     assert main([*args, "--config", "sdrindex-mnist-deskew", "--backend", "exact"]) == 0

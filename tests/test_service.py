@@ -111,8 +111,9 @@ def test_livez_readyz_info(client, bundle):
     info = client.get("/v1/info").json()
     assert info["bundle"]["n_items"] == len(bundle.table)
     assert info["bundle"]["backend"] == "exact"
-    assert info["bundle"]["sp_params"]["columnDimensions"] == [79, 79]
-    assert info["column_dimensions"] == [79, 79]
+    assert info["bundle"]["sp_params"]["columnDimensions"] == [79, 79, 1]  # the default's
+    assert info["bundle"]["sp_params"]["inputDimensions"] == [28, 28, 3]  # three planes
+    assert info["column_dimensions"] == [79, 79, 1]
     assert info["label_method"] in ("knn", "logistic")
     assert set(info["methods"]) >= {"nearest", "knn", "backprojection", "decoder"}
     assert all(m["available"] for m in info["methods"].values()), info["methods"]
@@ -578,7 +579,7 @@ def test_serve_builds_through_the_pipeline(small_bundle, tmp_path, monkeypatch):
     """The first start's build is `sdrindex build --decoder`'s: one build_bundle call."""
     from sdr_service import serve
     from sdrindex import images, pipeline
-    from sdrindex.sp import sp_from_config, threshold_for
+    from sdrindex.sp import learn_limit_for, preprocess_for, sp_from_config, threshold_for
 
     real_load = images.load_source
     monkeypatch.setattr(images, "load_source", lambda d, lab, n: real_load(d, lab, n or 50))
@@ -595,6 +596,8 @@ def test_serve_builds_through_the_pipeline(small_bundle, tmp_path, monkeypatch):
     assert seen["n"] == 50 and seen["labels"] is not None
     assert seen["backend"] == "nndescent" and seen["decoders"] == "default"
     assert seen["threshold"] == threshold_for(None)
+    assert seen["preprocess"] == preprocess_for(None) and seen["preprocess"]["planes"]
+    assert seen["learn_limit"] == learn_limit_for(None) == 15000
     assert seen["sp"].n_columns == sp_from_config(None).n_columns
     assert seen["progress"] is pipeline.stderr_progress
     assert seen["dataset"]["source"] == "mnist"
