@@ -30,6 +30,20 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
+def _encoder_text(encoder: dict[str, Any]) -> str:
+    """The encoder in words: the thermometer planes, or the one threshold (and any deskew or
+    blur before them)."""
+    prep = encoder.get("preprocess") or {}
+    steps = ["deskew"] if prep.get("deskew") else []
+    if prep.get("blur"):
+        steps.append(f"blur {prep['blur']}")
+    if prep.get("planes"):
+        steps.append("planes pixel >= " + ", ".join(f"{t:g}" for t in prep["planes"]))
+    else:
+        steps.append(f"threshold {encoder.get('threshold')}")
+    return ", ".join(steps)
+
+
 def markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     """``report.md``: the report as Markdown tables; ``figures`` maps a name to a PNG path."""
     c = report["classification"]
@@ -39,7 +53,7 @@ def markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         f"{report['n_queries']} MNIST test images against {report['n_train']} stored training "
         f"images; SP {sp['n_columns']} columns, {sp['active_bits_mean']:.1f} active on average "
-        f"(sparsity {sp['sparsity']:.4f}); encoder threshold {report['encoder'].get('threshold')}; "
+        f"(sparsity {sp['sparsity']:.4f}); encoder {_encoder_text(report['encoder'])}; "
         f"index backend `{report['index_backend']}`.",
         "",
         "## Labels from SDRs",
