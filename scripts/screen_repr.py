@@ -17,7 +17,11 @@ The README's screening table came from (2026-11-30)::
     $S learn c '{"base": "sdrindex-mnist-planes", "seed": 3}'
     $S learn d '{"base": "sdrindex-mnist-planes", "planes": [26, 77, 128, 179, 230],
                  "inputDimensions": [28, 28, 5], "potentialPct": 0.01, "seed": 4}'
-    $S pixel; $S score a; $S score a+b; $S score c; $S score c+d; $S score a --idf 1
+    $S pixel; $S score a; $S score a+b; $S score c; $S score c+d; $S score a+b+c+d
+    $S score a --idf 1
+    $S --learn-limit 5000 learn loc40 '{"globalInhibition": false, "columnDimensions": [40, 40]}'
+    $S --learn-limit 5000 learn glob40 '{"columnDimensions": [40, 40]}'
+    $S score loc40; $S score glob40
 
 A member's JSON lays SP parameters (NuPIC camelCase) over ``base`` (default
 ``sdrindex-mnist``); ``planes`` (thresholds) or ``threshold`` set its input; every member
