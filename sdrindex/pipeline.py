@@ -232,6 +232,15 @@ def _index_and_decoders(
                 bundle.decoder = train_decoders(bundle, kinds, log=_step_log(progress))
 
 
+def _check_counts(epochs: int, learn_limit: int | None) -> None:
+    if int(epochs) < 1:
+        raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if learn_limit is not None and (isinstance(learn_limit, bool) or int(learn_limit) < 1):
+        raise ParameterError(
+            f"learn_limit must be an integer >= 1 (None: all), got {learn_limit!r}"
+        )
+
+
 def build_bundle(
     images: ArrayLike,
     labels: ArrayLike | None = None,
@@ -291,12 +300,7 @@ def build_bundle(
     Bundle
         Call :meth:`Bundle.save` to write it.
     """
-    if int(epochs) < 1:
-        raise ParameterError(f"epochs must be >= 1, got {epochs}")
-    if learn_limit is not None and (isinstance(learn_limit, bool) or int(learn_limit) < 1):
-        raise ParameterError(
-            f"learn_limit must be an integer >= 1 (None: all), got {learn_limit!r}"
-        )
+    _check_counts(epochs, learn_limit)
     kinds = decoder_kinds(decoders)
     arr = _as_images(images)
     n = arr.shape[0]
@@ -322,12 +326,8 @@ def build_bundle(
             table=table,
             index=index,
             encoder=encoder,
-            dataset={
-                "n_items": n,
-                "labels": labels_arr is not None,
-                "sp_learned_on": n_learn,
-                **dict(dataset or {}),
-            },
+            dataset={"n_items": n, "labels": labels_arr is not None, "sp_learned_on": n_learn}
+            | dict(dataset or {}),
         )
         _index_and_decoders(bundle, sdrs, kinds, stages, progress)
     except BaseException:

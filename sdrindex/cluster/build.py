@@ -339,12 +339,8 @@ def build_sharded(
         "sp_params": sp.nupic_params(),
         "n_columns": int(sp.n_columns),
         "encoder": encoder,
-        "dataset": {
-            "n_items": n,
-            "labels": data.labels is not None,
-            "sp_learned_on": int(learn.shape[0]),
-            **info,
-        },
+        "dataset": {"n_items": n, "labels": data.labels is not None}
+        | {"sp_learned_on": int(learn.shape[0]), **info},
         "index": {"backend": backend},
         "has_labels": data.labels is not None,
         "image_shape": [int(d) for d in data.images.shape[1:]],
