@@ -29,14 +29,18 @@ def figure(args: argparse.Namespace) -> int:
     )
 
     t0 = time.perf_counter()
+    given = args.threshold
     if args.threshold is None:
-        args.threshold = threshold_for(None if args.load_sp else args.config)
+        args.threshold = threshold_for(args.config)
     encoder = {"threshold": args.threshold, "preprocess": preprocess_for(args.config)}
     if args.load_sp:
         sp = SpatialPooler.load(args.load_sp)
         print(f"loaded SP from {args.load_sp}", file=sys.stderr)
         if sp.n_inputs != input_size((28, 28), encoder["preprocess"]):
-            encoder["preprocess"] = None  # a one-plane SP: the images binarised at threshold
+            # a one-plane SP: the images binarised, by default at the one-plane MNIST
+            # preset's rule (sdrindex-mnist's image mean), as before the planes default
+            encoder["preprocess"] = None
+            encoder["threshold"] = threshold_for("sdrindex-mnist") if given is None else given
     else:
         sp = sp_from_config(args.config)
         images, _ = load_mnist("train", data_dir=args.data_dir)
