@@ -72,19 +72,20 @@ def warm_up(
     from sdrindex.bundle import Bundle
     from sdrindex.decoders import train_decoders
     from sdrindex.index import SDRIndex
-    from sdrindex.preprocess import encode_input
+    from sdrindex.preprocess import encode_input, encoder_config
     from sdrindex.sp import SpatialPooler
     from sdrindex.table import TrainingTable
 
     sp = SpatialPooler(**dict(sp_params))
     rng = np.random.default_rng(0)
     shape = tuple(int(d) for d in sp.input_dimensions)
-    encoder: dict[str, Any] = {"threshold": 128, "rule": "pixel >= threshold"}
+    prep = None
     if len(shape) == 3:  # thermometer planes last (sdrindex.preprocess), on 2-D images
-        encoder["preprocess"] = {"planes": np.linspace(32, 224, shape[2]).tolist()}
+        prep = {"planes": np.linspace(32, 224, shape[2]).tolist()}
         shape = shape[:2]
     elif len(shape) != 2:  # the pipeline's images are 2-D
         shape = (1, sp.n_inputs)
+    encoder = encoder_config(128, prep)
     images = (rng.random((N_WARM_IMAGES, *shape)) < 0.2).astype(np.uint8) * 255
     X = encode_input(images, encoder)
     sp.compute(X[0], learn=False)  # initialises the state without learning
