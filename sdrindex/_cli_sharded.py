@@ -88,18 +88,23 @@ def build(args: argparse.Namespace, check_target: Any, waiting: Any) -> int:
     return 0
 
 
+def added_labels(bundle: Any, label: int | None, n: int) -> np.ndarray | None:
+    """The labels of ``n`` images ``sdrindex add`` appends: ``--label`` exactly when the
+    bundle (plain or sharded) has labels, else a message naming the fix."""
+    if bundle.table.labels is not None and label is None:
+        raise ParameterError("this bundle has labels: pass --label L for the added images")
+    if bundle.table.labels is None and label is not None:
+        raise ParameterError("this bundle has no labels: add without --label")
+    return None if label is None else np.full(n, label, np.int64)
+
+
 def add(args: argparse.Namespace, images: np.ndarray, names: list[str]) -> int:
     """``sdrindex add`` on a sharded bundle: each item to its shard, saved before it is
     printed (the shard set holds the bundle's update lock)."""
     from sdrindex.cluster import open_sharded
 
     bundle = open_sharded(args.dir)
-    if bundle.table.labels is not None and args.label is None:
-        raise ParameterError("this bundle has labels: pass --label L for the added images")
-    if bundle.table.labels is None and args.label is not None:
-        raise ParameterError("this bundle has no labels: add without --label")
-    lab = None if args.label is None else np.full(len(images), args.label, np.int64)
-    ids = bundle.add(images, lab)
+    ids = bundle.add(images, added_labels(bundle, args.label, len(images)))
     for name, i in zip(names, ids, strict=True):
         print(f"{name}: id {int(i)}")
     print(f"added {len(ids)} items; the sharded bundle now holds {len(bundle.table)}")

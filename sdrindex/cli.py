@@ -280,6 +280,7 @@ def _load_query_images(paths: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from sdrindex import _cli_sharded
     from sdrindex.bundle import Bundle, update_lock
     from sdrindex.images import load_folder
 
@@ -294,20 +295,14 @@ def cmd_add(args: argparse.Namespace) -> int:
             images_list.append(imgs)
             names += nm
     images = np.concatenate(images_list)
-    from sdrindex._cli_sharded import add as add_sharded
     from sdrindex.cluster import is_sharded
 
     if is_sharded(args.dir):
-        return add_sharded(args, images, names)
+        return _cli_sharded.add(args, images, names)
     # another add (CLI or service) waits; none is lost
     with update_lock(args.dir, args.lock_timeout, _waiting(args.dir)):
         bundle = Bundle.load(args.dir)
-        if bundle.table.labels is not None and args.label is None:
-            raise ParameterError("this bundle has labels: pass --label L for the added images")
-        if bundle.table.labels is None and args.label is not None:
-            raise ParameterError("this bundle has no labels: add without --label")
-        lab = None if args.label is None else np.full(len(images), args.label, np.int64)
-        ids = bundle.add(images, lab)
+        ids = bundle.add(images, _cli_sharded.added_labels(bundle, args.label, len(images)))
         out = bundle.save(args.dir)
     for name, i in zip(names, ids, strict=True):
         print(f"{name}: id {int(i)}")
