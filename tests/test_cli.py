@@ -137,3 +137,19 @@ def test_console_script_help():
     )
     assert res.returncode == 0
     assert "figure" in res.stdout and "fetch-mnist" in res.stdout
+
+
+def test_add_labels_must_match_whether_the_bundle_has_labels():
+    from types import SimpleNamespace
+
+    from sdrindex._cli_sharded import added_labels
+    from sdrindex.errors import ParameterError
+
+    labelled = SimpleNamespace(table=SimpleNamespace(labels=np.zeros(3, np.int64)))
+    unlabelled = SimpleNamespace(table=SimpleNamespace(labels=None))
+    assert added_labels(labelled, 7, 2).tolist() == [7, 7]
+    assert added_labels(unlabelled, None, 2) is None
+    with pytest.raises(ParameterError, match="pass --label"):
+        added_labels(labelled, None, 2)
+    with pytest.raises(ParameterError, match="without --label"):
+        added_labels(unlabelled, 4, 2)
